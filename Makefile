@@ -1,0 +1,47 @@
+# Everything sets itself up: a fresh machine needs only Python 3.11+, pip, gcc and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_SRC := $(wildcard proto/contactgraph/v1/*.proto)
+PROTO_STAMP := proto/contactgraph/v1/.generated
+DESCRIPTOR := proto/contactgraph_v1.binpb
+DEMO_DIR := .data/demo
+DATA ?= ../shared/data
+
+.PHONY: install proto run test bench eval descriptor clean
+
+install: $(BIN)/.installed $(PROTO_STAMP)
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Generated code is never edited by hand: this target regenerates it.
+proto: $(BIN)/.installed
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto \
+		--grpc_python_out=proto $(PROTO_SRC)
+	touch $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTO_SRC) $(BIN)/.installed
+	$(MAKE) proto
+
+# The committed descriptor set is the API's compatibility baseline; update it
+# only for deliberate, compatible changes (tests/test_api_compat.py checks).
+descriptor: install
+	$(BIN)/python -m grpc_tools.protoc -I proto --include_source_info=false \
+		--descriptor_set_out=$(DESCRIPTOR) $(PROTO_SRC)
+
+run: install
+	$(BIN)/contactgraph demo --out $(DEMO_DIR)
+	$(BIN)/contactgraph serve --snapshot $(DEMO_DIR)/snapshot --port 50051
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m tests.bench.graph_bench
+
+clean:
+	rm -rf $(VENV) .data proto/contactgraph/v1/*_pb2*.py* $(PROTO_STAMP)

@@ -1,0 +1,33 @@
+"""Exceptions raised by the graph package."""
+
+
+class GraphError(Exception):
+    """Base class of every error the graph package raises on purpose."""
+
+
+class InvalidEvent(GraphError):
+    """An event that may not be applied. ``field`` names the offending field
+    (protobuf JSON path such as ``follow.target_id``), ``index`` its position
+    in a batch when known."""
+
+    def __init__(self, message: str, *, field: str = "", index: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.index = index
+
+    def at(self, index: int) -> "InvalidEvent":
+        return InvalidEvent(str(self), field=self.field, index=index)
+
+
+class EventLogError(GraphError):
+    """A bad line in an event log file: ``file:line: reason``."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+class SnapshotError(GraphError):
+    """A snapshot directory that is missing, corrupt or of another format."""

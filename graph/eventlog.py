@@ -1,0 +1,492 @@
+"""Event log files read into an ``EventTable``, and the writers for them.
+
+Three formats, told apart by extension (JSON lines) or by the header line
+(the two CSV forms); any of them may be gzip-compressed (``.gz``):
+
+1. JSON lines (``.jsonl``, ``.ndjson``, ``.json``): one
+   ``contactgraph.v1.GraphEvent`` per line in protobuf's JSON mapping, e.g.
+   ``{"eventId":"e-1","eventTime":"2024-05-01T12:00:00Z","follow":{"actorId":"1","targetId":"2"}}``.
+   Blank lines are skipped.
+2. Edge CSV: header ``time_ms,event,actor_id,target_id`` and optionally
+   ``event_id``, in any order. ``event`` is one of ``EDGE_EVENT_NAMES``;
+   ``time_ms`` is Unix milliseconds. Without an ``event_id`` column every
+   event id is "".
+3. Profile CSV: header ``user_id,age_band,message_privacy,account_state`` and
+   optionally ``region_code,discoverable,age_assurance``. Enum cells take the
+   proto name (``AGE_BAND_16_17``) or its short form (``16_17``), any case;
+   an empty cell means the field is not carried. Each row is a PROFILE event
+   at ``now`` with event id "".
+
+Every bad line raises ``EventLogError(path, line, reason)``: lines count from
+1, the header being line 1, and the reason names the column or field.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from google.protobuf import json_format
+from google.protobuf.descriptor import EnumDescriptor
+
+from contactgraph.v1 import graph_events_pb2 as pb
+from contactgraph.v1 import user_profile_pb2 as profile_pb
+
+from .errors import EventLogError, InvalidEvent
+from .events import DEFAULT_MAX_FUTURE_S, event_from_proto, event_time, validate
+from .model import (
+    AccountState,
+    AgeAssurance,
+    AgeBand,
+    Event,
+    EventKind,
+    InteractionType,
+    MessagePrivacy,
+    Profile,
+    ReportCategory,
+    Surface,
+    encode_region,
+)
+from .table import EventTable
+
+__all__ = [
+    "EDGE_EVENT_NAMES",
+    "EDGE_COLUMNS",
+    "PROFILE_COLUMNS",
+    "read_event_file",
+    "read_event_files",
+    "write_edge_csv",
+    "write_profile_csv",
+]
+
+JSON_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
+
+# The event column of an edge CSV: name -> (kind, detail).
+EDGE_EVENT_NAMES: dict[str, tuple[EventKind, int]] = {
+    "follow": (EventKind.FOLLOW, 0),
+    "unfollow": (EventKind.UNFOLLOW, 0),
+    "block": (EventKind.BLOCK, 0),
+    "unblock": (EventKind.UNBLOCK, 0),
+    "mute": (EventKind.MUTE, 0),
+    "unmute": (EventKind.UNMUTE, 0),
+    "report": (EventKind.REPORT, int(ReportCategory.UNSPECIFIED)),
+    "dismiss": (EventKind.DISMISS, int(Surface.UNSPECIFIED)),
+    "message": (EventKind.INTERACTION, int(InteractionType.MESSAGE)),
+    "share": (EventKind.INTERACTION, int(InteractionType.SHARE)),
+    "comment": (EventKind.INTERACTION, int(InteractionType.COMMENT)),
+    "mention": (EventKind.INTERACTION, int(InteractionType.MENTION)),
+    "like": (EventKind.INTERACTION, int(InteractionType.LIKE)),
+}
+
+EDGE_COLUMNS = ("time_ms", "event", "actor_id", "target_id")
+EDGE_OPTIONAL_COLUMNS = ("event_id",)
+PROFILE_COLUMNS = ("user_id", "age_band", "message_privacy", "account_state")
+PROFILE_OPTIONAL_COLUMNS = ("region_code", "discoverable", "age_assurance")
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+_E = TypeVar("_E", AgeBand, MessagePrivacy, AccountState, AgeAssurance)
+
+
+def _enum_names(descriptor: EnumDescriptor, model: type[_E]) -> dict[str, _E | None]:
+    """Upper-case spellings accepted in a profile CSV -> model value; None
+    for the UNSPECIFIED value, which a cell may not name (empty means unset).
+
+    Built from the proto descriptor so that the accepted names follow the
+    API; the model's own member names (``AGE_13_15``) are accepted too."""
+    prefix = descriptor.values[0].name.removesuffix("UNSPECIFIED")
+    names: dict[str, _E | None] = {}
+    for value in descriptor.values:
+        member = model(value.number) if value.number else None
+        names[value.name] = member
+        names[value.name.removeprefix(prefix)] = member
+    for member in model:
+        names.setdefault(member.name, member if member.value else None)
+    return names
+
+
+_AGE_BANDS = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["AgeBand"], AgeBand)
+_PRIVACIES = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["MessagePrivacy"], MessagePrivacy)
+_STATES = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["AccountState"], AccountState)
+_ASSURANCES = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["AgeAssurance"], AgeAssurance)
+_PROTO_NAME = {
+    AgeBand: profile_pb.AgeBand.Name,
+    MessagePrivacy: profile_pb.MessagePrivacy.Name,
+    AccountState: profile_pb.AccountState.Name,
+    AgeAssurance: profile_pb.AgeAssurance.Name,
+}
+
+
+def _is_gzip(path: Path) -> bool:
+    return path.suffix.lower() == ".gz"
+
+
+def _format_suffix(path: Path) -> str:
+    """The suffix that names the format, looking through a ``.gz``."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[: -len(".gz")]
+    return Path(name).suffix
+
+
+@contextmanager
+def _open_text(path: Path) -> Iterator[IO[str]]:
+    # newline="" because the csv module does its own line splitting (quoted
+    # cells may hold newlines); utf-8-sig drops the BOM spreadsheet tools
+    # write, which would otherwise become part of the first column's name.
+    if _is_gzip(path):
+        with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            yield handle
+    else:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            yield handle
+
+
+def _invalid_reason(err: InvalidEvent, *, rename: dict[str, str] | None = None) -> str:
+    """An InvalidEvent as a reason that names the offending field."""
+    message = str(err)
+    field = (rename or {}).get(err.field, err.field)
+    if field and field not in message:
+        return f"{field}: {message}"
+    return message
+
+
+class _Cursor:
+    """The last line a reader got through, so that an I/O error raised deep
+    inside the csv or gzip module can still be reported as ``file:line``."""
+
+    __slots__ = ("line",)
+
+    def __init__(self) -> None:
+        self.line = 0
+
+
+def read_event_file(path: str | Path, *, now: float, max_future_s: float = DEFAULT_MAX_FUTURE_S) -> EventTable:
+    """Read one event log file (any of the three formats, optionally .gz).
+
+    ``now`` is the clock the events are read against: event times are clamped
+    to it and an event more than ``max_future_s`` after it is an error;
+    profile rows, which carry no time, happen at ``now``.
+    Raises EventLogError naming the file, the 1-based line and the column;
+    a file that cannot be opened raises the usual OSError."""
+    path = Path(path)
+    label = str(path)
+    cursor = _Cursor()
+    with _open_text(path) as handle:
+        try:
+            if _format_suffix(path) in JSON_SUFFIXES:
+                return _read_json_lines(handle, label, now, max_future_s, cursor)
+            reader = csv.reader(handle)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise EventLogError(label, 1, "empty file: expected a CSV header line") from None
+            if _csv_kind(header, label) == "edge":
+                return _read_edge_csv(reader, header, label, now, max_future_s, cursor)
+            return _read_profile_csv(reader, header, label, now, cursor)
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:
+            # A truncated or corrupt .gz, bytes that are not UTF-8 or an
+            # unterminated quote surface while reading the next line.
+            raise EventLogError(label, cursor.line + 1, f"cannot read line: {err}") from err
+
+
+def read_event_files(
+    paths: Iterable[str | Path], *, now: float, max_future_s: float = DEFAULT_MAX_FUTURE_S
+) -> EventTable:
+    """Read several event log files and concatenate them in the order given."""
+    return EventTable.concat([read_event_file(p, now=now, max_future_s=max_future_s) for p in paths])
+
+
+# --- JSON lines ------------------------------------------------------------
+
+
+def _read_json_lines(
+    handle: IO[str], label: str, now: float, max_future_s: float, cursor: _Cursor
+) -> EventTable:
+    events: list[Event] = []
+    for line_no, text in enumerate(handle, start=1):
+        cursor.line = line_no
+        if not text.strip():
+            continue
+        msg = pb.GraphEvent()
+        try:
+            json_format.Parse(text, msg)
+        except json_format.ParseError as err:
+            raise EventLogError(label, line_no, f"invalid GraphEvent JSON: {err}") from None
+        try:
+            events.append(event_from_proto(msg, now, max_future_s))
+        except InvalidEvent as err:
+            raise EventLogError(label, line_no, _invalid_reason(err)) from None
+    return EventTable.from_events(events)
+
+
+# --- CSV ---------------------------------------------------------------------
+
+
+def _csv_kind(header: list[str], label: str) -> str:
+    """"edge" or "profile"; raises EventLogError on line 1 otherwise."""
+    seen: set[str] = set()
+    for column in header:
+        if column in seen:
+            raise EventLogError(label, 1, f"column {column!r} appears twice in the header")
+        seen.add(column)
+    if "event" in seen or "time_ms" in seen:
+        kind, required, optional = "edge", EDGE_COLUMNS, EDGE_OPTIONAL_COLUMNS
+    elif "user_id" in seen:
+        kind, required, optional = "profile", PROFILE_COLUMNS, PROFILE_OPTIONAL_COLUMNS
+    else:
+        raise EventLogError(
+            label,
+            1,
+            f"unknown format: header {','.join(header)!r} is neither an edge CSV "
+            f"({','.join(EDGE_COLUMNS)}[,event_id]) nor a profile CSV "
+            f"({','.join(PROFILE_COLUMNS)}[,{','.join(PROFILE_OPTIONAL_COLUMNS)}]); "
+            f"JSON lines files must end in {', '.join(sorted(JSON_SUFFIXES))}",
+        )
+    missing = [c for c in required if c not in seen]
+    if missing:
+        raise EventLogError(label, 1, f"{kind} CSV header is missing column(s) {', '.join(missing)}")
+    unknown = [c for c in header if c not in required and c not in optional]
+    if unknown:
+        # A typo such as "region" for "region_code" would otherwise drop the
+        # column silently.
+        raise EventLogError(label, 1, f"unknown column(s) {', '.join(map(repr, unknown))} in the {kind} CSV header")
+    return kind
+
+
+def _rows(reader: Any, label: str, header: list[str], cursor: _Cursor) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) for every non-blank row, checking the width.
+    The line number is the row's last physical line (a quoted cell may span
+    lines)."""
+    width = len(header)
+    cursor.line = reader.line_num
+    row: list[str]
+    for row in reader:
+        line = cursor.line = reader.line_num
+        if not row:
+            continue
+        if len(row) != width:
+            raise EventLogError(label, line, f"expected {width} cells ({','.join(header)}), got {len(row)}")
+        yield line, row
+
+
+def _int_cell(cell: str, column: str, label: str, line: int) -> int:
+    try:
+        return int(cell)
+    except ValueError:
+        raise EventLogError(label, line, f"{column} is not an integer: {cell!r}") from None
+
+
+def _read_edge_csv(
+    reader: Any, header: list[str], label: str, now: float, max_future_s: float, cursor: _Cursor
+) -> EventTable:
+    i_time = header.index("time_ms")
+    i_event = header.index("event")
+    i_actor = header.index("actor_id")
+    i_target = header.index("target_id")
+    i_id = header.index("event_id") if "event_id" in header else None
+    times: list[float] = []
+    kinds: list[int] = []
+    actors: list[int] = []
+    targets: list[int] = []
+    details: list[int] = []
+    ids: list[str] = []
+    names = EDGE_EVENT_NAMES
+    # The per-row work stays plain Python on purpose: a protobuf message per
+    # line would cost several times more, and `validate` on a slotted Event
+    # keeps the rules in one place.
+    for line, row in _rows(reader, label, header, cursor):
+        name = row[i_event]
+        try:
+            kind, detail = names[name]
+        except KeyError:
+            raise EventLogError(
+                label, line, f"event: unknown event name {name!r} (expected one of {', '.join(names)})"
+            ) from None
+        time_ms = _int_cell(row[i_time], "time_ms", label, line)
+        actor = _int_cell(row[i_actor], "actor_id", label, line)
+        target = _int_cell(row[i_target], "target_id", label, line)
+        event_id = row[i_id] if i_id is not None else ""
+        try:
+            when = event_time(time_ms / 1000.0, now, max_future_s)
+            validate(Event(event_id, when, kind, actor, target, detail))
+        except InvalidEvent as err:
+            raise EventLogError(label, line, _invalid_reason(err, rename={"event_time": "time_ms"})) from None
+        times.append(when)
+        kinds.append(kind)
+        actors.append(actor)
+        targets.append(target)
+        details.append(detail)
+        ids.append(event_id)
+    return EventTable(
+        time=np.array(times, np.float64),
+        kind=np.array(kinds, np.uint8),
+        actor=np.array(actors, np.int64),
+        target=np.array(targets, np.int64),
+        detail=np.array(details, np.int16),
+        event_id=np.array(ids, object),
+    )
+
+
+def _enum_cell(
+    cell: str, names: dict[str, _E | None], column: str, label: str, line: int
+) -> _E | None:
+    text = cell.strip()
+    if not text:
+        return None
+    try:
+        member = names[text.upper()]
+    except KeyError:
+        choices = sorted({k for k, v in names.items() if v is not None and not k[:1].isdigit()})
+        raise EventLogError(
+            label, line, f"{column}: unknown value {cell!r} (expected one of {', '.join(choices)}, or empty)"
+        ) from None
+    if member is None:
+        raise EventLogError(label, line, f"{column}: {cell!r} is not allowed; leave the cell empty when not carried")
+    return member
+
+
+def _bool_cell(cell: str, column: str, label: str, line: int) -> bool | None:
+    text = cell.strip().lower()
+    if not text:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise EventLogError(label, line, f"{column}: {cell!r} is not a boolean (true/false, 1/0, yes/no, or empty)")
+
+
+def _read_profile_csv(reader: Any, header: list[str], label: str, now: float, cursor: _Cursor) -> EventTable:
+    col = {name: i for i, name in enumerate(header)}
+    i_region = col.get("region_code")
+    i_disc = col.get("discoverable")
+    i_assur = col.get("age_assurance")
+    actors: list[int] = []
+    profiles: dict[int, Profile] = {}
+    for line, row in _rows(reader, label, header, cursor):
+        user_id = _int_cell(row[col["user_id"]], "user_id", label, line)
+        region: str | None = None
+        if i_region is not None and row[i_region]:
+            region = row[i_region]
+            try:
+                encode_region(region)
+            except ValueError as err:
+                raise EventLogError(label, line, str(err)) from None
+        profile = Profile(
+            user_id=user_id,
+            age_band=_enum_cell(row[col["age_band"]], _AGE_BANDS, "age_band", label, line),
+            message_privacy=_enum_cell(row[col["message_privacy"]], _PRIVACIES, "message_privacy", label, line),
+            account_state=_enum_cell(row[col["account_state"]], _STATES, "account_state", label, line),
+            region_code=region,
+            discoverable=_bool_cell(row[i_disc], "discoverable", label, line) if i_disc is not None else None,
+            age_assurance=_enum_cell(row[i_assur], _ASSURANCES, "age_assurance", label, line)
+            if i_assur is not None
+            else None,
+        )
+        try:
+            validate(Event("", now, EventKind.PROFILE, user_id, profile=profile))
+        except InvalidEvent as err:
+            raise EventLogError(label, line, _invalid_reason(err)) from None
+        profiles[len(actors)] = profile
+        actors.append(user_id)
+    n = len(actors)
+    return EventTable(
+        time=np.full(n, now, np.float64),
+        kind=np.full(n, int(EventKind.PROFILE), np.uint8),
+        actor=np.array(actors, np.int64),
+        target=np.zeros(n, np.int64),
+        detail=np.zeros(n, np.int16),
+        event_id=np.full(n, "", object),
+        profiles=profiles,
+    )
+
+
+# --- writers -------------------------------------------------------------------
+
+
+@contextmanager
+def _open_write(path: Path) -> Iterator[IO[str]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if _is_gzip(path):
+        # mtime=0 and no embedded file name: the same data gives the same
+        # bytes, so demo files are reproducible and diffable by checksum.
+        with open(path, "wb") as raw, gzip.GzipFile(
+            filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0
+        ) as zipped, io.TextIOWrapper(zipped, encoding="utf-8", newline="") as text:
+            yield text
+    else:
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+
+
+def write_edge_csv(
+    path: str | Path,
+    time_ms: npt.ArrayLike,
+    event_names: Sequence[str] | npt.NDArray[Any],
+    actor: npt.ArrayLike,
+    target: npt.ArrayLike,
+    event_ids: Sequence[str] | npt.NDArray[Any] | None = None,
+) -> Path:
+    """Write an edge CSV (gzip if ``path`` ends in .gz) and return its path.
+
+    ``time_ms``, ``actor``, ``target``: integers, shape (n,); ``event_names``:
+    names from ``EDGE_EVENT_NAMES``; ``event_ids``: str, shape (n,), or None
+    for a file without an event_id column. Rows are written in the order
+    given; nothing is validated here (the reader does that)."""
+    path = Path(path)
+    columns: list[list[Any]] = [
+        np.asarray(time_ms, np.int64).tolist(),
+        list(event_names),
+        np.asarray(actor, np.int64).tolist(),
+        np.asarray(target, np.int64).tolist(),
+    ]
+    header = list(EDGE_COLUMNS)
+    if event_ids is not None:
+        columns.append(list(event_ids))
+        header.append("event_id")
+    lengths = {len(c) for c in columns}
+    if len(lengths) > 1:
+        raise ValueError(f"write_edge_csv: columns differ in length: {[len(c) for c in columns]}")
+    with _open_write(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(zip(*columns))
+    return path
+
+
+def _enum_text(value: AgeBand | MessagePrivacy | AccountState | AgeAssurance | None) -> str:
+    if value is None:
+        return ""
+    return str(_PROTO_NAME[type(value)](int(value)))
+
+
+def write_profile_csv(path: str | Path, profiles: Iterable[Profile]) -> Path:
+    """Write a profile CSV with every column (gzip if ``path`` ends in .gz)
+    and return its path. Enums are written as their proto names; fields that
+    are None are written as empty cells ("not carried")."""
+    path = Path(path)
+    with _open_write(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(PROFILE_COLUMNS + PROFILE_OPTIONAL_COLUMNS)
+        writer.writerows(
+            (
+                p.user_id,
+                _enum_text(p.age_band),
+                _enum_text(p.message_privacy),
+                _enum_text(p.account_state),
+                p.region_code or "",
+                "" if p.discoverable is None else ("true" if p.discoverable else "false"),
+                _enum_text(p.age_assurance),
+            )
+            for p in profiles
+        )
+    return path

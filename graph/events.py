@@ -1,0 +1,188 @@
+"""Validation of graph events and their conversion from and to the v1
+protobuf messages (plain messages, no gRPC)."""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from contactgraph.v1 import graph_events_pb2 as pb
+from contactgraph.v1 import user_profile_pb2 as profile_pb
+
+from .errors import InvalidEvent
+from .model import (
+    MAX_USER_ID,
+    AccountState,
+    AgeAssurance,
+    AgeBand,
+    Event,
+    EventKind,
+    InteractionType,
+    MessagePrivacy,
+    Profile,
+    ReportCategory,
+    Surface,
+    encode_region,
+)
+
+# Client clocks drift: a little skew is clamped, more is a bad event.
+DEFAULT_MAX_FUTURE_S = 3600.0
+MAX_EVENT_ID_LEN = 128
+
+_EDGE_KINDS = {
+    "follow": EventKind.FOLLOW,
+    "unfollow": EventKind.UNFOLLOW,
+    "block": EventKind.BLOCK,
+    "unblock": EventKind.UNBLOCK,
+    "mute": EventKind.MUTE,
+    "unmute": EventKind.UNMUTE,
+}
+_KIND_FIELD = {kind: name for name, kind in _EDGE_KINDS.items()} | {
+    EventKind.REPORT: "report",
+    EventKind.DISMISS: "dismiss",
+    EventKind.INTERACTION: "interaction",
+    EventKind.PROFILE: "profile",
+    EventKind.ERASE_USER: "erase_user",
+}
+
+
+def kind_field(kind: EventKind) -> str:
+    """The name of the GraphEvent oneof field that carries this kind."""
+    return _KIND_FIELD[kind]
+
+
+def check_user_id(value: int, field: str) -> None:
+    if value <= 0 or value > MAX_USER_ID:
+        raise InvalidEvent(f"{field} must be a positive int64 user id, got {value}", field=field)
+
+
+def _enum(enum_type: type, value: int, field: str, *, allow_unset: bool = False) -> int:
+    if value == 0 and not allow_unset:
+        raise InvalidEvent(f"{field} must be set", field=field)
+    try:
+        return int(enum_type(value))
+    except ValueError:
+        raise InvalidEvent(f"{field} has unknown value {value}", field=field) from None
+
+
+def event_time(stamp_seconds: float | None, now: float, max_future_s: float) -> float:
+    """The time an event feeds into decay: the client's time clamped to the
+    server clock; a missing time means now."""
+    if stamp_seconds is None:
+        return now
+    if stamp_seconds < 0:
+        raise InvalidEvent("event_time is before 1970", field="event_time")
+    if stamp_seconds > now + max_future_s:
+        raise InvalidEvent(
+            f"event_time is {stamp_seconds - now:.0f}s in the future (more than {max_future_s:.0f}s)",
+            field="event_time",
+        )
+    return min(stamp_seconds, now)
+
+
+def validate(event: Event) -> None:
+    """Raise InvalidEvent if the event's ids or codes are not acceptable."""
+    if len(event.event_id) > MAX_EVENT_ID_LEN:
+        raise InvalidEvent(f"event_id is longer than {MAX_EVENT_ID_LEN} characters", field="event_id")
+    name = _KIND_FIELD[event.kind]
+    if event.kind in (EventKind.PROFILE, EventKind.ERASE_USER):
+        check_user_id(event.actor, f"{name}.user_id")
+        return
+    check_user_id(event.actor, f"{name}.actor_id")
+    check_user_id(event.target, f"{name}.target_id")
+    if event.actor == event.target:
+        raise InvalidEvent(f"{name}.target_id equals actor_id", field=f"{name}.target_id")
+    if event.kind == EventKind.INTERACTION:
+        _enum(InteractionType, event.detail, "interaction.type")
+    elif event.kind == EventKind.REPORT:
+        _enum(ReportCategory, event.detail, "report.category", allow_unset=True)
+    elif event.kind == EventKind.DISMISS:
+        _enum(Surface, event.detail, "dismiss.surface", allow_unset=True)
+
+
+def profile_from_proto(msg: profile_pb.UserProfile, field: str = "profile") -> Profile:
+    check_user_id(msg.user_id, f"{field}.user_id")
+    region = None
+    if msg.HasField("region_code"):
+        try:
+            encode_region(msg.region_code)
+        except ValueError as err:
+            raise InvalidEvent(str(err), field=f"{field}.region_code") from None
+        region = msg.region_code
+    return Profile(
+        user_id=msg.user_id,
+        age_band=AgeBand(_enum(AgeBand, msg.age_band, f"{field}.age_band"))
+        if msg.HasField("age_band") else None,
+        message_privacy=MessagePrivacy(_enum(MessagePrivacy, msg.message_privacy, f"{field}.message_privacy"))
+        if msg.HasField("message_privacy") else None,
+        account_state=AccountState(_enum(AccountState, msg.account_state, f"{field}.account_state"))
+        if msg.HasField("account_state") else None,
+        region_code=region,
+        discoverable=msg.discoverable if msg.HasField("discoverable") else None,
+        age_assurance=AgeAssurance(_enum(AgeAssurance, msg.age_assurance, f"{field}.age_assurance"))
+        if msg.HasField("age_assurance") else None,
+    )
+
+
+def event_from_proto(msg: pb.GraphEvent, now: float, max_future_s: float = DEFAULT_MAX_FUTURE_S) -> Event:
+    """Convert and validate one GraphEvent; raises InvalidEvent naming the field."""
+    which = msg.WhichOneof("kind")
+    if which is None:
+        raise InvalidEvent("event has no kind (follow, block, interaction, ...)", field="kind")
+    stamp = msg.event_time.seconds + msg.event_time.nanos / 1e9 if msg.HasField("event_time") else None
+    when = event_time(stamp, now, max_future_s)
+    body = getattr(msg, which)
+    event: Event
+    if which in _EDGE_KINDS:
+        event = Event(msg.event_id, when, _EDGE_KINDS[which], body.actor_id, body.target_id)
+    elif which == "report":
+        event = Event(msg.event_id, when, EventKind.REPORT, body.actor_id, body.target_id, body.category)
+    elif which == "dismiss":
+        event = Event(msg.event_id, when, EventKind.DISMISS, body.actor_id, body.target_id, body.surface)
+    elif which == "interaction":
+        event = Event(msg.event_id, when, EventKind.INTERACTION, body.actor_id, body.target_id, body.type)
+    elif which == "profile":
+        profile = profile_from_proto(body)
+        event = Event(msg.event_id, when, EventKind.PROFILE, profile.user_id, profile=profile)
+    else:
+        event = Event(msg.event_id, when, EventKind.ERASE_USER, body.user_id)
+    validate(event)
+    return event
+
+
+def profile_to_proto(profile: Profile) -> profile_pb.UserProfile:
+    msg = profile_pb.UserProfile(user_id=profile.user_id)
+    if profile.age_band is not None:
+        msg.age_band = int(profile.age_band)
+    if profile.message_privacy is not None:
+        msg.message_privacy = int(profile.message_privacy)
+    if profile.account_state is not None:
+        msg.account_state = int(profile.account_state)
+    if profile.region_code is not None:
+        msg.region_code = profile.region_code
+    if profile.discoverable is not None:
+        msg.discoverable = profile.discoverable
+    if profile.age_assurance is not None:
+        msg.age_assurance = int(profile.age_assurance)
+    return msg
+
+
+def event_to_proto(event: Event) -> pb.GraphEvent:
+    msg = pb.GraphEvent(event_id=event.event_id)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(round(event.time * 1e9)))
+    msg.event_time.CopyFrom(stamp)
+    kind = event.kind
+    if kind in _KIND_FIELD and _KIND_FIELD[kind] in _EDGE_KINDS:
+        getattr(msg, _KIND_FIELD[kind]).CopyFrom(pb.Edge(actor_id=event.actor, target_id=event.target))
+    elif kind == EventKind.REPORT:
+        msg.report.CopyFrom(pb.Report(actor_id=event.actor, target_id=event.target, category=event.detail))
+    elif kind == EventKind.DISMISS:
+        msg.dismiss.CopyFrom(pb.Dismiss(actor_id=event.actor, target_id=event.target, surface=event.detail))
+    elif kind == EventKind.INTERACTION:
+        msg.interaction.CopyFrom(pb.Interaction(actor_id=event.actor, target_id=event.target, type=event.detail))
+    elif kind == EventKind.PROFILE:
+        assert event.profile is not None
+        msg.profile.CopyFrom(profile_to_proto(event.profile))
+    else:
+        msg.erase_user.CopyFrom(pb.EraseUser(user_id=event.actor))
+    return msg

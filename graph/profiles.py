@@ -1,0 +1,81 @@
+"""The safety-relevant profile of every user as numpy columns by row, so
+filters read a whole batch of candidates at once."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import Profile, encode_region
+
+# Column name -> dtype. 0 means "unset" in every enum column (the proto
+# zero value); discoverable uses -1 for unset.
+COLUMNS: dict[str, type] = {
+    "has_profile": np.bool_,
+    "age_band": np.int8,
+    "message_privacy": np.int8,
+    "account_state": np.int8,
+    "age_assurance": np.int8,
+    "discoverable": np.int8,
+    "region": np.uint16,
+}
+
+
+class ProfileTable:
+    def __init__(self, columns: dict[str, np.ndarray] | None = None, n_rows: int = 0) -> None:
+        if columns is None:
+            columns = {name: self._blank(name, n_rows) for name in COLUMNS}
+        self._cols = {name: np.array(columns[name], COLUMNS[name]) for name in COLUMNS}
+        self._n = int(self._cols["has_profile"].shape[0])
+
+    @staticmethod
+    def _blank(name: str, n: int) -> np.ndarray:
+        return np.full(n, -1 if name == "discoverable" else 0, COLUMNS[name])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def column(self, name: str) -> np.ndarray:
+        """A read-only view of one column over all rows."""
+        view = self._cols[name][: self._n]
+        view.flags.writeable = False
+        return view
+
+    def ensure_rows(self, n: int) -> None:
+        if n <= self._n:
+            return
+        capacity = self._cols["has_profile"].shape[0]
+        if n > capacity:
+            new_cap = max(n, capacity * 2, 16)
+            for name, col in self._cols.items():
+                grown = self._blank(name, new_cap)
+                grown[: self._n] = col[: self._n]
+                self._cols[name] = grown
+        self._n = n
+
+    def update(self, row: int, profile: Profile) -> None:
+        """Set the fields the profile carries; the others stay."""
+        self.ensure_rows(row + 1)
+        c = self._cols
+        c["has_profile"][row] = True
+        if profile.age_band is not None:
+            c["age_band"][row] = int(profile.age_band)
+        if profile.message_privacy is not None:
+            c["message_privacy"][row] = int(profile.message_privacy)
+        if profile.account_state is not None:
+            c["account_state"][row] = int(profile.account_state)
+        if profile.age_assurance is not None:
+            c["age_assurance"][row] = int(profile.age_assurance)
+        if profile.discoverable is not None:
+            c["discoverable"][row] = int(profile.discoverable)
+        if profile.region_code is not None:
+            c["region"][row] = encode_region(profile.region_code)
+
+    def clear(self, row: int) -> None:
+        for name in COLUMNS:
+            self._cols[name][row] = -1 if name == "discoverable" else 0
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {name: col[: self._n] for name, col in self._cols.items()}
+
+    def nbytes(self) -> int:
+        return sum(col.nbytes for col in self._cols.values())

@@ -1,0 +1,399 @@
+"""The live graph: follows, friends, blocks, mutes, interactions, pair logs
+and profiles over dense rows, with event application and the queries the
+pipeline needs.
+
+Concurrency: one re-entrant lock serialises writers and guards the brief
+moments readers copy overlay sets; base arrays are immutable and read
+without it. Compaction (``compact``) folds overlays into new bases in the
+calling thread (or ``start_compactor``'s) while readers and writers go on."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .clock import Clock, SystemClock
+from .config import GraphConfig
+from .csr import CSR, ROW
+from .ids import IdMap
+from .model import Event, EventKind
+from .pairlog import PairLog
+from .profiles import ProfileTable
+from .relations import EdgeSet, WeightedEdges
+
+log = logging.getLogger(__name__)
+
+EDGE_SETS = ("follows", "friends", "blocks", "mutes")
+PAIR_LOGS = ("reports", "dismissals", "unfollows", "unblocks")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    applied: int
+    duplicates: int
+    watermark: int
+
+
+@dataclass(frozen=True)
+class DegreeStats:
+    users: int
+    follow_edges: int
+    friend_pairs: int
+    interaction_pairs: int
+    max_out: int
+    max_in: int
+    mean_out: float
+    p99_in: float
+
+
+class GraphStore:
+    def __init__(
+        self,
+        config: GraphConfig,
+        clock: Clock,
+        ids: IdMap,
+        profiles: ProfileTable,
+        edge_sets: dict[str, EdgeSet],
+        interactions: WeightedEdges,
+        pair_logs: dict[str, PairLog],
+        lock: threading.RLock,
+        *,
+        watermark: int = 0,
+        last_event_time: float = 0.0,
+        erased: set[int] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.ids = ids
+        self.profiles = profiles
+        self.follows = edge_sets["follows"]
+        self.friends = edge_sets["friends"]
+        self.blocks = edge_sets["blocks"]
+        self.mutes = edge_sets["mutes"]
+        self.interactions = interactions
+        self.reports = pair_logs["reports"]
+        self.dismissals = pair_logs["dismissals"]
+        self.unfollows = pair_logs["unfollows"]
+        self.unblocks = pair_logs["unblocks"]
+        self.lock = lock
+        self.watermark = watermark
+        self.last_event_time = last_event_time
+        # External ids of erased users: events about them are ignored.
+        self.erased: set[int] = erased or set()
+        self._seen_ids: set[str] = set()
+        self._compactor: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- construction --------------------------------------------------
+    @staticmethod
+    def empty(config: GraphConfig | None = None, clock: Clock | None = None) -> "GraphStore":
+        config = config or GraphConfig()
+        lock = threading.RLock()
+        return GraphStore(
+            config,
+            clock or SystemClock(),
+            IdMap(np.zeros(0, np.int64)),
+            ProfileTable(n_rows=0),
+            {
+                name: EdgeSet(CSR.empty(0), CSR.empty(0) if name != "friends" else None, lock,
+                              with_in=name != "friends")
+                for name in EDGE_SETS
+            },
+            WeightedEdges(CSR.empty(0, {"strength": np.float32, "time": np.uint32}), CSR.empty(0), lock,
+                          config.half_life_s),
+            {name: PairLog() for name in PAIR_LOGS},
+            lock,
+        )
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.ids)
+
+    # -- writes --------------------------------------------------------
+    def apply(self, event: Event) -> bool:
+        """Apply one validated event; False if its id was applied before."""
+        return self.apply_batch([event]).applied == 1
+
+    def apply_batch(self, events: list[Event]) -> BatchResult:
+        """Apply validated events in order, atomically with respect to other
+        writers and compaction."""
+        applied = duplicates = 0
+        with self.lock:
+            fresh: list[Event] = []
+            batch_ids: set[str] = set()
+            for event in events:
+                eid = event.event_id
+                if eid and (eid in self._seen_ids or eid in batch_ids):
+                    duplicates += 1
+                    continue
+                if eid:
+                    batch_ids.add(eid)
+                fresh.append(event)
+            if not fresh:
+                return BatchResult(0, duplicates, self.watermark)
+            a_rows, b_rows = self._rows_for(fresh)
+            follow_like = np.fromiter(
+                (e.kind in (EventKind.FOLLOW, EventKind.UNFOLLOW) for e in fresh), bool, len(fresh))
+            fwd = np.zeros(len(fresh), bool)
+            rev = np.zeros(len(fresh), bool)
+            if follow_like.any():
+                idx = np.flatnonzero(follow_like)
+                fwd[idx] = self.follows.base_contains(a_rows[idx], b_rows[idx])
+                rev[idx] = self.follows.base_contains(b_rows[idx], a_rows[idx])
+            a_list = a_rows.tolist()
+            b_list = b_rows.tolist()
+            fwd_list = fwd.tolist()
+            rev_list = rev.tolist()
+            for i, event in enumerate(fresh):
+                if a_list[i] >= 0:
+                    self._apply_one(event, a_list[i], b_list[i], fwd_list[i], rev_list[i])
+                applied += 1
+            self._seen_ids |= batch_ids
+            self.watermark += applied
+            self.last_event_time = max(self.last_event_time, max(e.time for e in fresh))
+        return BatchResult(applied, duplicates, self.watermark)
+
+    def _rows_for(self, events: list[Event]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of actors and targets, creating users on first sight; -1 for
+        events that must not take effect (erased users)."""
+        actors = np.fromiter((e.actor for e in events), np.int64, len(events))
+        targets = np.fromiter((e.target for e in events), np.int64, len(events))
+        a_rows = self.ids.rows(actors)
+        b_rows = self.ids.rows(targets)
+        for i in np.flatnonzero((a_rows < 0) | ((b_rows < 0) & (targets > 0))).tolist():
+            a_rows[i] = self.ids.row(int(actors[i]))
+            if a_rows[i] < 0:
+                a_rows[i] = self._new_user(int(actors[i]))
+            if targets[i] > 0 and b_rows[i] < 0:
+                b_rows[i] = self.ids.row(int(targets[i]))
+                if b_rows[i] < 0:
+                    b_rows[i] = self._new_user(int(targets[i]))
+        if self.erased:
+            for i, e in enumerate(events):
+                if e.actor in self.erased or e.target in self.erased:
+                    a_rows[i] = -1
+        return a_rows, b_rows
+
+    def _new_user(self, ext: int) -> int:
+        if ext in self.erased:
+            return -1
+        row = self.ids.add(ext)
+        self.profiles.ensure_rows(row + 1)
+        return row
+
+    def _apply_one(self, e: Event, a: int, b: int, fwd: bool, rev: bool) -> None:
+        kind = e.kind
+        if kind == EventKind.INTERACTION:
+            self.interactions.add(a, b, self.config.weight_of(e.detail), int(math.floor(e.time)))
+        elif kind == EventKind.FOLLOW:
+            if self.follows.add(a, b, fwd) and self.follows.contains(b, a, rev):
+                self.friends.add(a, b)
+                self.friends.add(b, a)
+        elif kind == EventKind.UNFOLLOW:
+            if self.follows.remove(a, b, fwd):
+                self.unfollows.record(a, b, e.time)
+                if self.follows.contains(b, a, rev):
+                    self.friends.remove(a, b)
+                    self.friends.remove(b, a)
+        elif kind == EventKind.BLOCK:
+            self.blocks.add(a, b)
+        elif kind == EventKind.UNBLOCK:
+            if self.blocks.remove(a, b):
+                self.unblocks.record(a, b, e.time)
+        elif kind == EventKind.MUTE:
+            self.mutes.add(a, b)
+        elif kind == EventKind.UNMUTE:
+            self.mutes.remove(a, b)
+        elif kind == EventKind.REPORT:
+            self.reports.record(a, b, e.time, e.detail)
+        elif kind == EventKind.DISMISS:
+            self.dismissals.record(a, b, e.time, e.detail)
+        elif kind == EventKind.PROFILE:
+            assert e.profile is not None
+            self.profiles.update(a, e.profile)
+        elif kind == EventKind.ERASE_USER:
+            self._erase(a, e.actor)
+
+    def _erase(self, row: int, ext: int) -> None:
+        for relation in (self.follows, self.blocks, self.mutes):
+            for b in relation.out(row).tolist():
+                relation.remove(row, b)
+            for s in relation.in_(row).tolist():
+                relation.remove(s, row)
+        for f in self.friends.out(row).tolist():
+            self.friends.remove(row, f)
+            self.friends.remove(f, row)
+        for b in self.interactions.out(row)[0].tolist():
+            self.interactions.delete(row, b)
+        for s in self.interactions.in_(row)[0].tolist():
+            self.interactions.delete(s, row)
+        for pair_log in (self.reports, self.dismissals, self.unfollows, self.unblocks):
+            pair_log.forget_user(row)
+        self.profiles.clear(row)
+        self.erased.add(ext)
+
+    # -- reads ---------------------------------------------------------
+    def row(self, ext: int) -> int:
+        """Row of an external id; -1 if unknown or erased."""
+        if ext in self.erased:
+            return -1
+        return self.ids.row(ext)
+
+    def following(self, row: int) -> np.ndarray:
+        return self.follows.out(row)
+
+    def followers(self, row: int) -> np.ndarray:
+        return self.follows.in_(row)
+
+    def friends_of(self, row: int) -> np.ndarray:
+        return self.friends.out(row)
+
+    def is_friend(self, a: int, b: int) -> bool:
+        return self.friends.contains(a, b)
+
+    def friends_mask(self, row: int, candidates: np.ndarray) -> np.ndarray:
+        return np.isin(candidates, self.friends.out(row))
+
+    def friends_of_friends(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows two friendship hops away and how many friends each shares
+        with ``row`` (int32 rows ascending, int64 counts); the user and
+        existing friends excluded."""
+        friends = self.friends.out(row)
+        if friends.shape[0] == 0:
+            return np.zeros(0, ROW), np.zeros(0, np.int64)
+        reach = self._gather_friends(friends)
+        rows, counts = np.unique(reach, return_counts=True)
+        keep = ~np.isin(rows, friends, assume_unique=True) & (rows != row)
+        return rows[keep], counts[keep]
+
+    def _gather_friends(self, rows: np.ndarray) -> np.ndarray:
+        """Concatenated friend lists of many rows: a vectorised CSR gather
+        for the base, the overlay applied only to rows it touches."""
+        base_out, _, layers = self.friends._state
+        touched = np.zeros(rows.shape[0], bool)
+        if any(layer.out_add or layer.out_rem for layer in layers):
+            with self.lock:
+                keys = set().union(*(layer.out_add.keys() | layer.out_rem.keys() for layer in layers))
+            if keys:
+                touched = np.isin(rows, np.fromiter(keys, ROW, len(keys)))
+        plain = rows[~touched & (rows < base_out.n_rows)]
+        starts = base_out.indptr[plain].astype(np.int64)
+        lengths = base_out.indptr[plain + 1].astype(np.int64) - starts
+        total = int(lengths.sum())
+        parts = []
+        if total:
+            offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+            parts.append(base_out.indices[offsets + np.arange(total)])
+        parts.extend(self.friends.out(int(r)) for r in rows[touched].tolist())
+        return np.concatenate(parts) if parts else np.zeros(0, ROW)
+
+    def blocked_either(self, row: int, candidates: np.ndarray) -> np.ndarray:
+        """Per candidate: did either side block the other? (bool)"""
+        return np.isin(candidates, self.blocks.out(row)) | np.isin(candidates, self.blocks.in_(row))
+
+    def is_blocked_either(self, a: int, b: int) -> bool:
+        return self.blocks.contains(a, b) or self.blocks.contains(b, a)
+
+    def muted(self, row: int, candidates: np.ndarray) -> np.ndarray:
+        return np.isin(candidates, self.mutes.out(row))
+
+    def interaction_partners(self, row: int, now: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everyone ``row`` interacted with: (rows int32, decayed strength
+        float64, last time uint32), sorted by row."""
+        now = self.clock.now() if now is None else now
+        rows, s, t = self.interactions.out(row)
+        return rows, self.interactions.decay(s, t, now), t
+
+    def inbound_interactions(self, row: int, now: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everyone who interacted with ``row``: (rows, decayed strength, last time)."""
+        now = self.clock.now() if now is None else now
+        rows, s, t = self.interactions.in_(row)
+        return rows, self.interactions.decay(s, t, now), t
+
+    def top_interactions(self, row: int, k: int, now: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k partners with the strongest decayed interaction from
+        ``row``: (rows int32, strength float64), strongest first, ties by
+        row."""
+        rows, strength, _ = self.interaction_partners(row, now)
+        order = np.lexsort((rows, -strength))[:k]
+        return rows[order], strength[order]
+
+    def strength(self, a: int, b: int, now: float | None = None) -> float:
+        return self.interactions.strength(a, b, self.clock.now() if now is None else now)
+
+    def degree_stats(self) -> DegreeStats:
+        n = self.n_rows
+        out_deg = self.follows.out_degrees(n)
+        base_in = self.follows.base()[1]
+        in_deg = np.zeros(n, np.int64)
+        if base_in is not None:
+            d = np.diff(base_in.indptr)
+            in_deg[: d.shape[0]] = d[:n]
+        return DegreeStats(
+            users=n,
+            follow_edges=int(out_deg.sum()),
+            friend_pairs=self.friends.count() // 2,
+            interaction_pairs=self.interactions.count(),
+            max_out=int(out_deg.max()) if n else 0,
+            max_in=int(in_deg.max()) if n else 0,
+            mean_out=float(out_deg.mean()) if n else 0.0,
+            p99_in=float(np.percentile(in_deg, 99)) if n else 0.0,
+        )
+
+    def nbytes(self) -> int:
+        """Bytes held by the base arrays (edges, ids, profiles)."""
+        return (sum(getattr(self, name).nbytes() for name in EDGE_SETS) + self.interactions.nbytes()
+                + self.ids.nbytes() + self.profiles.nbytes())
+
+    def edge_bytes(self) -> int:
+        """Bytes of the edge structures only, every direction and weight."""
+        return sum(getattr(self, name).nbytes() for name in EDGE_SETS) + self.interactions.nbytes()
+
+    def stored_edges(self) -> int:
+        """Follow, block, mute and interaction edges (friends are derived)."""
+        return sum(getattr(self, name).count() for name in ("follows", "blocks", "mutes")) + self.interactions.count()
+
+    def overlay_size(self) -> int:
+        return sum(getattr(self, name).overlay_size() for name in EDGE_SETS) + self.interactions.overlay_size()
+
+    # -- compaction ----------------------------------------------------
+    def compact(self) -> None:
+        """Fold every overlay into new bases. Readers and writers continue
+        meanwhile; the swap is one assignment per relation, under the lock."""
+        relations: list[EdgeSet | WeightedEdges] = [getattr(self, name) for name in EDGE_SETS]
+        relations.append(self.interactions)
+        with self.lock:
+            n_rows = self.n_rows
+            for relation in relations:
+                relation.freeze()
+        merged = [relation.merged_base(n_rows) for relation in relations]
+        new_ids = IdMap(self.ids.all_ext()[:n_rows].copy())
+        with self.lock:
+            for relation, (base, base_in) in zip(relations, merged):
+                relation.swap_base(base, base_in)  # type: ignore[arg-type]
+            for row in range(n_rows, self.n_rows):
+                new_ids.add(self.ids.ext_of(row))
+            self.ids = new_ids
+
+    def start_compactor(self, threshold: int = 200_000, interval_s: float = 5.0) -> None:
+        """Compact in a background thread whenever the overlay passes
+        ``threshold`` changed edges."""
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    if self.overlay_size() >= threshold:
+                        self.compact()
+                except Exception:  # noqa: BLE001 - a failed compaction must not kill serving
+                    log.exception("background compaction failed; overlay kept")
+
+        self._compactor = threading.Thread(target=loop, name="graph-compactor", daemon=True)
+        self._compactor.start()
+
+    def stop_compactor(self) -> None:
+        self._stop.set()
+        if self._compactor is not None:
+            self._compactor.join(timeout=30)

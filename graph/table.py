@@ -1,0 +1,96 @@
+"""Events in columnar form: what the offline rebuild reads and folds.
+
+A bulk log of millions of events stays a handful of numpy arrays instead of
+millions of Python objects; the fold in ``graph.fold`` works on whole
+columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import Event, EventKind, Profile
+
+
+@dataclass
+class EventTable:
+    """Events in log order; every array has length ``len(self)``.
+
+    - ``time``: float64, Unix seconds.
+    - ``kind``: uint8, ``EventKind`` values.
+    - ``actor``, ``target``: int64 external user ids; ``target`` is 0 for
+      profile and erase events (whose user is ``actor``).
+    - ``detail``: int16, interaction type / report category / surface, else 0.
+    - ``event_id``: object array of str ("" when the source had none).
+    - ``profiles``: row index -> the profile carried by that PROFILE row.
+    """
+
+    time: np.ndarray
+    kind: np.ndarray
+    actor: np.ndarray
+    target: np.ndarray
+    detail: np.ndarray
+    event_id: np.ndarray
+    profiles: dict[int, Profile] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.time.shape[0])
+
+    @staticmethod
+    def empty() -> "EventTable":
+        return EventTable(
+            time=np.zeros(0, np.float64),
+            kind=np.zeros(0, np.uint8),
+            actor=np.zeros(0, np.int64),
+            target=np.zeros(0, np.int64),
+            detail=np.zeros(0, np.int16),
+            event_id=np.zeros(0, object),
+        )
+
+    @staticmethod
+    def from_events(events: list[Event]) -> "EventTable":
+        table = EventTable(
+            time=np.array([e.time for e in events], np.float64),
+            kind=np.array([int(e.kind) for e in events], np.uint8),
+            actor=np.array([e.actor for e in events], np.int64),
+            target=np.array([e.target for e in events], np.int64),
+            detail=np.array([e.detail for e in events], np.int16),
+            event_id=np.array([e.event_id for e in events], object),
+        )
+        table.profiles = {i: e.profile for i, e in enumerate(events) if e.profile is not None}
+        return table
+
+    @staticmethod
+    def concat(tables: list["EventTable"]) -> "EventTable":
+        """Tables one after another, in the order given."""
+        if not tables:
+            return EventTable.empty()
+        out = EventTable(
+            time=np.concatenate([t.time for t in tables]),
+            kind=np.concatenate([t.kind for t in tables]),
+            actor=np.concatenate([t.actor for t in tables]),
+            target=np.concatenate([t.target for t in tables]),
+            detail=np.concatenate([t.detail for t in tables]),
+            event_id=np.concatenate([t.event_id for t in tables]),
+        )
+        offset = 0
+        for t in tables:
+            out.profiles.update({offset + i: p for i, p in t.profiles.items()})
+            offset += len(t)
+        return out
+
+    def events(self) -> list[Event]:
+        """Row objects, for the live apply path and tests (slow for bulk)."""
+        return [
+            Event(
+                event_id=str(self.event_id[i]),
+                time=float(self.time[i]),
+                kind=EventKind(int(self.kind[i])),
+                actor=int(self.actor[i]),
+                target=int(self.target[i]),
+                detail=int(self.detail[i]),
+                profile=self.profiles.get(i),
+            )
+            for i in range(len(self))
+        ]

@@ -1,0 +1,82 @@
+"""The suggestion flow: viewer eligibility -> candidate sources -> safety
+filters -> ranker. Plain Python over ``graph``; no gRPC here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graph.ann import VectorSearch
+from graph.model import Surface
+from graph.store import GraphStore
+
+from .candidates import Candidates, SourceResult
+from .filters import Viewer, apply_rules, viewer_ineligibility
+from .ranker import LinearRanker
+from .reasons import FilterReason, SuggestionReason
+from .sources import EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou, RecentContacts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ranked:
+    """A viewer's whole ranked, filtered list (pages are cut from it)."""
+
+    user_ids: np.ndarray  # int64, best first
+    scores: np.ndarray  # float64
+    reasons: list[list[SuggestionReason]]
+    mutual_counts: np.ndarray  # int64
+    ineligible: FilterReason | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # per-stage counts for logs
+
+    @staticmethod
+    def empty(reason: FilterReason | None) -> "Ranked":
+        return Ranked(np.zeros(0, np.int64), np.zeros(0), [], np.zeros(0, np.int64), reason)
+
+
+class Pipeline:
+    def __init__(self, store: GraphStore, search: VectorSearch, ranker: LinearRanker | None = None,
+                 max_candidates: int = 500) -> None:
+        self.store = store
+        self.search = search
+        self.ranker = ranker or LinearRanker()
+        self.max_candidates = max_candidates
+        self._new_contact_sources = [
+            EmbeddingNeighbours(search), FriendsOfFriends(store), MessagedYou(store), FollowsYou(store),
+        ]
+        self._share_sources = [RecentContacts(store), *self._new_contact_sources]
+
+    def suggest(self, user_id: int, surface: Surface, now: float | None = None) -> Ranked:
+        now = self.store.clock.now() if now is None else now
+        surface = Surface.NEW_CONTACTS if surface == Surface.UNSPECIFIED else surface
+        row = self.store.row(user_id)
+        reason = viewer_ineligibility(self.store, row)
+        if reason is not None:
+            return Ranked.empty(reason)
+        viewer = Viewer.of(self.store, row)
+        sources = self._share_sources if surface == Surface.SHARE_SHEET else self._new_contact_sources
+        results: list[SourceResult] = [source(row, now) for source in sources]
+        candidates = Candidates.merge(results)
+        counts = {f"source.{r.name}": int(r.rows.shape[0]) for r in results}
+        if surface == Surface.NEW_CONTACTS:
+            # People the viewer already messaged are not new contacts.
+            contacted, _, _ = self.store.interaction_partners(row, now)
+            candidates = candidates.select(~np.isin(candidates.rows, contacted))
+        verdict = apply_rules(self.store, viewer, candidates.rows)
+        for r, n in verdict.removed.items():
+            counts[f"filter.{r.name.lower()}"] = n
+        candidates = candidates.select(verdict.keep)
+        scores = self.ranker.scores(candidates, surface)
+        user_ids = self.store.ids.ext(candidates.rows)
+        order = self.ranker.order(scores, user_ids)[: self.max_candidates]
+        reason_of = {r.name: r.reason for r in results}
+        reasons = [
+            [reason_of[name] for name, found in candidates.found_by.items() if found[i]]
+            for i in order.tolist()
+        ]
+        mutual = candidates.features.get("friends_of_friends", np.zeros(len(candidates)))[order]
+        counts["ranked"] = int(order.shape[0])
+        return Ranked(user_ids[order], scores[order], reasons, mutual.astype(np.int64), None, counts)

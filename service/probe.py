@@ -1,0 +1,90 @@
+"""The probe: a person at a terminal asking the service things."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc, surface_pb2
+
+from .server import SERVICE_NAMES
+
+
+class ProbeError(Exception):
+    """Something the person should read; exit code 1."""
+
+
+def _channel(target: str) -> grpc.Channel:
+    return grpc.insecure_channel(target)
+
+
+def _rpc_error(err: grpc.RpcError, target: str) -> ProbeError:
+    code = err.code() if hasattr(err, "code") else None
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ProbeError(f"cannot reach {target}: is the server running? ({err.details()})")
+    return ProbeError(f"{code.name if code else 'ERROR'}: {err.details() if hasattr(err, 'details') else err}")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def suggest(target: str, user_id: int, page_size: int, surface: str, page_token: str, as_json: bool,
+            timeout: float) -> str:
+    request = suggestion_service_pb2.SuggestContactsRequest(
+        user_id=user_id, page_size=page_size, page_token=page_token,
+        surface=surface_pb2.Surface.Value(f"SURFACE_{surface.upper()}"))
+    with _channel(target) as channel:
+        stub = suggestion_service_pb2_grpc.SuggestionServiceStub(channel)
+        try:
+            response = stub.SuggestContacts(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise _rpc_error(err, target) from None
+    if as_json:
+        return json_format.MessageToJson(response, preserving_proto_field_name=True)
+    rows = [
+        [s.user_id, f"{s.score:.3f}",
+         ", ".join(suggestion_service_pb2.SuggestionReason.Name(r).removeprefix("SUGGESTION_REASON_").lower()
+                   for r in s.reasons),
+         s.mutual_friend_count]
+        for s in response.suggestions
+    ]
+    out = [f"suggestions for user {user_id} (snapshot {response.snapshot_id}, policy {response.policy_version})"]
+    if response.ineligible_reason:
+        from contactgraph.v1 import filter_reason_pb2
+        out.append("no suggestions: " + filter_reason_pb2.FilterReason.Name(response.ineligible_reason))
+    out.append(_table(["user", "score", "reasons", "mutual friends"], rows))
+    if response.next_page_token:
+        out.append(f"next page: --page-token {response.next_page_token}")
+    return "\n".join(out)
+
+
+def health(target: str, as_json: bool, timeout: float) -> tuple[str, bool]:
+    """The serving status of the server and each service; ok is all SERVING."""
+    statuses: dict[str, str] = {}
+    with _channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", *SERVICE_NAMES):
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=timeout).status
+                statuses[name or "(server)"] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            except grpc.RpcError as err:
+                raise _rpc_error(err, target) from None
+    ok = all(s == "SERVING" for s in statuses.values())
+    if as_json:
+        return json.dumps({"target": target, "ok": ok, "services": statuses}, indent=2), ok
+    return _table(["service", "status"], [[k, v] for k, v in statuses.items()]), ok
+
+
+def emit(text: str) -> None:
+    sys.stdout.write(text + "\n")

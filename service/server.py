@@ -1,0 +1,103 @@
+"""The gRPC server: servicers, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc, suggestion_service_pb2, suggestion_service_pb2_grpc
+
+from .config import ServerConfig
+from .servicers import GraphServicer, SuggestionServicer
+from .state import ServingState
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    suggestion_service_pb2.DESCRIPTOR.services_by_name["SuggestionService"].full_name,
+    graph_service_pb2.DESCRIPTOR.services_by_name["GraphService"].full_name,
+)
+
+
+class PortInUse(RuntimeError):
+    """The port is taken: we never share it silently (no SO_REUSEPORT)."""
+
+
+class Server:
+    """A running server: the grpc server, its port and its health."""
+
+    def __init__(self, config: ServerConfig, state: ServingState) -> None:
+        self.config = config
+        self.state = state
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+            options=[
+                # grpc turns SO_REUSEPORT on by default, letting a second
+                # server silently share the port; a busy port must fail.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ],
+        )
+        suggestion_service_pb2_grpc.add_SuggestionServiceServicer_to_server(
+            SuggestionServicer(lambda: self.state, config), self.grpc_server)
+        graph_service_pb2_grpc.add_GraphServiceServicer_to_server(
+            GraphServicer(lambda: self.state, config), self.grpc_server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server)
+        address = f"{config.host}:{config.port}"
+        try:
+            port = self.grpc_server.add_insecure_port(address)
+        except RuntimeError as err:
+            raise PortInUse(f"cannot listen on {address}: {err} (is another server running?)") from None
+        if port == 0:
+            raise PortInUse(f"cannot listen on {address}: the port is in use (is another server running?)")
+        self.port = port
+
+    def start(self) -> None:
+        self.grpc_server.start()
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, then let in-flight calls finish."""
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(self.config.grace_s if grace_s is None else grace_s).wait()
+        self.state.store.stop_compactor()
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+
+def create_server(config: ServerConfig, state: ServingState) -> tuple[Server, int]:
+    """A started server and the port it listens on (config.port 0 picks a
+    free one)."""
+    server = Server(config, state)
+    server.start()
+    return server, server.port
+
+
+def serve(config: ServerConfig, state: ServingState) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    server, port = create_server(config, state)
+    state.store.start_compactor()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: draining in-flight calls for up to %.0fs", signal.Signals(signum).name, config.grace_s)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("serving snapshot %s on %s:%d", state.snapshot_id, config.host, port)
+    print(f"contactgraph serving snapshot {state.snapshot_id} on {config.host}:{port}", flush=True)
+    stopping.wait()
+    server.stop()
+    log.info("stopped")

@@ -1,0 +1,103 @@
+"""The gRPC servicers: translate requests to the pipeline and the store,
+and domain errors to status codes. Nothing else here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+
+from contactgraph.v1 import (
+    filter_reason_pb2,
+    graph_service_pb2,
+    graph_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
+from graph.errors import InvalidEvent
+from graph.events import event_from_proto
+from graph.model import Surface
+
+from .config import DEFAULT_PAGE_SIZE, MAX_BATCH_EVENTS, MAX_PAGE_SIZE, ServerConfig
+from .page_token import MAX_WALK, PageTokenError, PageTokens
+from .state import ServingState
+from .status import invalid_argument
+
+log = logging.getLogger(__name__)
+
+
+class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
+    def __init__(self, state: Callable[[], ServingState], config: ServerConfig) -> None:
+        self._state = state
+        self._tokens = PageTokens(config.token_key, config.token_ttl_s)
+
+    def SuggestContacts(self, request: suggestion_service_pb2.SuggestContactsRequest,
+                        context: grpc.ServicerContext) -> suggestion_service_pb2.SuggestContactsResponse:
+        started = time.perf_counter()
+        state = self._state()
+        now = state.store.clock.now()
+        if request.user_id <= 0:
+            invalid_argument(context, "user_id", "must be a positive user id")
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            invalid_argument(context, "page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        if request.surface not in Surface._value2member_map_:
+            invalid_argument(context, "surface", f"unknown surface {request.surface}")
+        surface = Surface(request.surface) if request.surface else Surface.NEW_CONTACTS
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        shown: tuple[int, ...] = ()
+        if request.page_token:
+            try:
+                shown = self._tokens.read(request.page_token, viewer=request.user_id, surface=int(surface),
+                                          snapshot_id=state.snapshot_id, now=now).shown
+            except PageTokenError as err:
+                invalid_argument(context, "page_token", str(err), reason="INVALID_PAGE_TOKEN")
+        ranked = state.pipeline.suggest(request.user_id, surface, now)
+        response = suggestion_service_pb2.SuggestContactsResponse(
+            snapshot_id=state.snapshot_id, policy_version="builtin-1")
+        if ranked.ineligible is not None:
+            response.ineligible_reason = filter_reason_pb2.FilterReason.Value(ranked.ineligible.value)
+        fresh = np.flatnonzero(~np.isin(ranked.user_ids, np.array(shown, np.int64)))
+        page = fresh[: min(page_size, max(MAX_WALK - len(shown), 0))]
+        for i in page.tolist():
+            response.suggestions.add(
+                user_id=int(ranked.user_ids[i]),
+                score=float(ranked.scores[i]),
+                reasons=[suggestion_service_pb2.SuggestionReason.Value(r.value) for r in ranked.reasons[i]],
+                mutual_friend_count=int(ranked.mutual_counts[i]),
+            )
+        walked = list(shown) + [int(ranked.user_ids[i]) for i in page.tolist()]
+        if fresh.shape[0] > page.shape[0] and len(walked) < MAX_WALK:
+            response.next_page_token = self._tokens.issue(request.user_id, int(surface), state.snapshot_id,
+                                                          walked, now)
+        log.info("SuggestContacts", extra={"fields": {
+            "user_id": request.user_id, "surface": surface.name, "returned": len(response.suggestions),
+            "ms": round((time.perf_counter() - started) * 1000, 2), **ranked.counts}})
+        return response
+
+
+class GraphServicer(graph_service_pb2_grpc.GraphServiceServicer):
+    def __init__(self, state: Callable[[], ServingState], config: ServerConfig) -> None:
+        self._state = state
+        self._config = config
+
+    def ApplyEvents(self, request: graph_service_pb2.ApplyEventsRequest,
+                    context: grpc.ServicerContext) -> graph_service_pb2.ApplyEventsResponse:
+        if len(request.events) > MAX_BATCH_EVENTS:
+            invalid_argument(context, "events", f"at most {MAX_BATCH_EVENTS} events per batch, "
+                                                f"got {len(request.events)}")
+        store = self._state().store
+        now = store.clock.now()
+        events = []
+        for i, msg in enumerate(request.events):
+            if not msg.event_id:
+                invalid_argument(context, f"events[{i}].event_id", "must be set (it makes retries safe)")
+            try:
+                events.append(event_from_proto(msg, now, self._config.graph.max_future_s))
+            except InvalidEvent as err:
+                invalid_argument(context, f"events[{i}].{err.field}", str(err))
+        result = store.apply_batch(events)
+        return graph_service_pb2.ApplyEventsResponse(
+            watermark=result.watermark, applied=result.applied, duplicates=result.duplicates)
