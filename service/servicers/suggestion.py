@@ -1,5 +1,4 @@
-"""The gRPC servicers: translate requests to the pipeline and the store,
-and domain errors to status codes. Nothing else here."""
+"""SuggestionService: pages of safe suggestions."""
 
 from __future__ import annotations
 
@@ -10,21 +9,13 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 
-from contactgraph.v1 import (
-    filter_reason_pb2,
-    graph_service_pb2,
-    graph_service_pb2_grpc,
-    suggestion_service_pb2,
-    suggestion_service_pb2_grpc,
-)
-from graph.errors import InvalidEvent
-from graph.events import event_from_proto
+from contactgraph.v1 import filter_reason_pb2, suggestion_service_pb2, suggestion_service_pb2_grpc
 from graph.model import Surface
 
-from .config import DEFAULT_PAGE_SIZE, MAX_BATCH_EVENTS, MAX_PAGE_SIZE, ServerConfig
-from .page_token import MAX_WALK, PageTokenError, PageTokens
-from .state import ServingState
-from .status import invalid_argument
+from ..config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ServerConfig
+from ..page_token import MAX_WALK, PageTokenError, PageTokens
+from ..state import ServingState
+from ..status import invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +67,3 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
             "user_id": request.user_id, "surface": surface.name, "returned": len(response.suggestions),
             "ms": round((time.perf_counter() - started) * 1000, 2), **ranked.counts}})
         return response
-
-
-class GraphServicer(graph_service_pb2_grpc.GraphServiceServicer):
-    def __init__(self, state: Callable[[], ServingState], config: ServerConfig) -> None:
-        self._state = state
-        self._config = config
-
-    def ApplyEvents(self, request: graph_service_pb2.ApplyEventsRequest,
-                    context: grpc.ServicerContext) -> graph_service_pb2.ApplyEventsResponse:
-        if len(request.events) > MAX_BATCH_EVENTS:
-            invalid_argument(context, "events", f"at most {MAX_BATCH_EVENTS} events per batch, "
-                                                f"got {len(request.events)}")
-        store = self._state().store
-        now = store.clock.now()
-        events = []
-        for i, msg in enumerate(request.events):
-            if not msg.event_id:
-                invalid_argument(context, f"events[{i}].event_id", "must be set (it makes retries safe)")
-            try:
-                events.append(event_from_proto(msg, now, self._config.graph.max_future_s))
-            except InvalidEvent as err:
-                invalid_argument(context, f"events[{i}].{err.field}", str(err))
-        result = store.apply_batch(events)
-        return graph_service_pb2.ApplyEventsResponse(
-            watermark=result.watermark, applied=result.applied, duplicates=result.duplicates)
