@@ -17,6 +17,9 @@ COLUMNS: dict[str, type] = {
     "age_assurance": np.int8,
     "discoverable": np.int8,
     "region": np.uint16,
+    # The lowest age band the profile ever declared: a weakly assured adult
+    # who once said they were a minor keeps minor protections.
+    "min_band": np.int8,
 }
 
 
@@ -58,7 +61,10 @@ class ProfileTable:
         c = self._cols
         c["has_profile"][row] = True
         if profile.age_band is not None:
-            c["age_band"][row] = int(profile.age_band)
+            band = int(profile.age_band)
+            c["age_band"][row] = band
+            if c["min_band"][row] == 0 or band < c["min_band"][row]:
+                c["min_band"][row] = band
         if profile.message_privacy is not None:
             c["message_privacy"][row] = int(profile.message_privacy)
         if profile.account_state is not None:

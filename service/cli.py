@@ -67,15 +67,20 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from graph.errors import SnapshotError
     from graph.rebuild import rebuild
-    from graph.snapshot import MANIFEST
+    from graph.snapshot import read_manifest
     from graph.synthetic import demo_spec, generate_network, write_demo_logs
 
     out = Path(args.out)
     snapshot = out / "snapshot"
-    if (snapshot / MANIFEST).is_file() and not args.force:
-        print(f"demo snapshot already built: {snapshot} (use --force to rebuild)")
-        return 0
+    if not args.force:
+        try:
+            read_manifest(snapshot)
+            print(f"demo snapshot already built: {snapshot} (use --force to rebuild)")
+            return 0
+        except SnapshotError:
+            pass  # missing or of an older format: build it
     out.mkdir(parents=True, exist_ok=True)
     spec = demo_spec()
     print(f"generating a synthetic network of {spec.n_users} users (seed {spec.seed}) in {out}")

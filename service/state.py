@@ -13,6 +13,7 @@ from graph.snapshot import Snapshot, read_snapshot
 from graph.store import GraphStore
 
 from .pipeline import Pipeline
+from .safety.engine import SafetyEngine
 
 
 @dataclass
@@ -29,7 +30,14 @@ class ServingState:
         return self.snapshot.snapshot_id
 
     @staticmethod
-    def load(directory: Path, config: GraphConfig, clock: Clock) -> "ServingState":
+    def load(directory: Path, config: GraphConfig, clock: Clock,
+             safety: SafetyEngine | None = None) -> "ServingState":
+        """``safety`` outlives snapshots (policy, guardians, impressions):
+        the server passes its own so a swap keeps them."""
         snapshot = read_snapshot(directory, config, clock)
         search = VectorSearch(snapshot.vectors, snapshot.index)
-        return ServingState(snapshot, Pipeline(snapshot.store, search))
+        return ServingState(snapshot, Pipeline(snapshot.store, search, safety=safety))
+
+    @property
+    def safety(self) -> SafetyEngine:
+        return self.pipeline.safety

@@ -1,5 +1,5 @@
 """candidate sources -> safety filters -> ranker -> page."""
 
-from .pipeline import Pipeline, Ranked, Viewer
+from .pipeline import Pipeline, Ranked
 
-__all__ = ["Pipeline", "Ranked", "Viewer"]
+__all__ = ["Pipeline", "Ranked"]

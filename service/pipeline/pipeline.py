@@ -13,7 +13,7 @@ from graph.model import Surface
 from graph.store import GraphStore
 
 from .candidates import Candidates, SourceResult
-from .filters import Viewer, apply_rules, viewer_ineligibility
+from .filters import SafetyEngine
 from .ranker import LinearRanker
 from .reasons import FilterReason, SuggestionReason
 from .sources import EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou, RecentContacts
@@ -39,8 +39,9 @@ class Ranked:
 
 class Pipeline:
     def __init__(self, store: GraphStore, search: VectorSearch, ranker: LinearRanker | None = None,
-                 max_candidates: int = 500) -> None:
+                 max_candidates: int = 500, safety: SafetyEngine | None = None) -> None:
         self.store = store
+        self.safety = safety or default_safety(store)
         self.search = search
         self.ranker = ranker or LinearRanker()
         self.max_candidates = max_candidates
@@ -53,10 +54,9 @@ class Pipeline:
         now = self.store.clock.now() if now is None else now
         surface = Surface.NEW_CONTACTS if surface == Surface.UNSPECIFIED else surface
         row = self.store.row(user_id)
-        reason = viewer_ineligibility(self.store, row)
+        reason = self.safety.viewer_ineligibility(self.store, row)
         if reason is not None:
             return Ranked.empty(reason)
-        viewer = Viewer.of(self.store, row)
         sources = self._share_sources if surface == Surface.SHARE_SHEET else self._new_contact_sources
         results: list[SourceResult] = [source(row, now) for source in sources]
         candidates = Candidates.merge(results)
@@ -65,7 +65,7 @@ class Pipeline:
             # People the viewer already messaged are not new contacts.
             contacted, _, _ = self.store.interaction_partners(row, now)
             candidates = candidates.select(~np.isin(candidates.rows, contacted))
-        verdict = apply_rules(self.store, viewer, candidates.rows)
+        verdict = self.safety.filter_suggestions(self.store, row, candidates.rows, now)
         for r, n in verdict.removed.items():
             counts[f"filter.{r.name.lower()}"] = n
         candidates = candidates.select(verdict.keep)
@@ -80,3 +80,14 @@ class Pipeline:
         mutual = candidates.features.get("friends_of_friends", np.zeros(len(candidates)))[order]
         counts["ranked"] = int(order.shape[0])
         return Ranked(user_ids[order], scores[order], reasons, mutual.astype(np.int64), None, counts)
+
+
+def default_safety(store: GraphStore) -> SafetyEngine:
+    """The built-in policy, no guardians, a fresh impression memory."""
+    import secrets
+
+    from ..safety.exposure import ImpressionLedger
+    from ..safety.guardian import GuardianRegistry
+    from ..safety.policy import PolicyHolder
+
+    return SafetyEngine(PolicyHolder(), GuardianRegistry(secrets.token_bytes(32), store.clock), ImpressionLedger())

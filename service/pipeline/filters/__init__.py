@@ -1,6 +1,7 @@
-"""Safety filters: every rule named, with a reason code, vectorised over a
-batch of candidates, failing closed."""
+"""Safety filters as the pipeline sees them: the rules live in
+``service.safety.engine`` (one implementation for suggestions and the send
+path); this step runs them over the candidates."""
 
-from .safety import RULES, Rule, SafetyVerdict, Viewer, apply_rules, viewer_ineligibility
+from ...safety.engine import SEND_RULES, SUGGESTION_RULES, Rule, SafetyEngine, SafetyVerdict
 
-__all__ = ["RULES", "Rule", "SafetyVerdict", "Viewer", "apply_rules", "viewer_ineligibility"]
+__all__ = ["SEND_RULES", "SUGGESTION_RULES", "Rule", "SafetyEngine", "SafetyVerdict"]
