@@ -25,16 +25,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from . import logs
     from .config import ServerConfig
-    from .server import PortInUse, serve
+    from .safety.policy import PolicyError
+    from .server import PortInUse, build_safety, serve
     from .state import ServingState
 
     logs.configure(args.log_level)
     try:
-        config = ServerConfig(snapshot=Path(args.snapshot), host=args.host, port=args.port, workers=args.workers,
-                              allow_remote_plaintext=args.allow_remote_plaintext)
-        state = ServingState.load(config.snapshot, config.graph, SystemClock())
+        snapshot = Path(args.snapshot)
+        key = Path(args.guardian_key_file).read_bytes().strip() if args.guardian_key_file else None
+        config = ServerConfig(
+            snapshot=snapshot, host=args.host, port=args.port, workers=args.workers,
+            allow_remote_plaintext=args.allow_remote_plaintext,
+            policy_path=Path(args.policy) if args.policy else None,
+            data_dir=Path(args.data_dir) if args.data_dir else snapshot.resolve().parent,
+            **({"guardian_key": key} if key else {}))
+        clock = SystemClock()
+        state = ServingState.load(config.snapshot, config.graph, clock, safety=build_safety(config, clock))
         serve(config, state)
-    except (SnapshotError, PortInUse, ValueError) as err:
+    except (SnapshotError, PortInUse, PolicyError, OSError, ValueError) as err:
         print(f"contactgraph serve: {err}", file=sys.stderr)
         return 1
     return 0
@@ -111,6 +119,23 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_policy(args: argparse.Namespace) -> int:
+    from .safety.policy import PolicyError, load_policy
+
+    try:
+        if args.policy_command == "check":
+            policy = load_policy(Path(args.file))
+            print(f"{args.file}: ok (version {policy.version}, {len(policy.regions)} region overrides)")
+            return 0
+        from .safety.policy_diff import format_diff, policy_diff
+
+        print(format_diff(policy_diff(Path(args.old), Path(args.new), Path(args.snapshot), args.sample, args.seed)))
+        return 0
+    except PolicyError as err:
+        print(f"contactgraph policy {args.policy_command}: {err}", file=sys.stderr)
+        return 1
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from . import probe
 
@@ -118,6 +143,21 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         if args.probe == "suggest":
             probe.emit(probe.suggest(args.target, args.user_id, args.page_size, args.surface, args.page_token,
                                      args.json, args.timeout))
+            return 0
+        if args.probe == "explain":
+            probe.emit(probe.explain(args.target, args.viewer_id, args.candidate_id, args.surface, args.json,
+                                     args.timeout))
+            return 0
+        if args.probe == "check":
+            probe.emit(probe.check(args.target, args.sender_id, args.recipient_id, args.json, args.timeout))
+            return 0
+        if args.probe == "relationship":
+            probe.emit(probe.relationship(args.target, args.actor_id, args.target_id, args.json, args.timeout))
+            return 0
+        if args.probe == "guardian":
+            probe.emit(probe.guardian(args.target, args.action, args.guardian_id, args.child_user_id,
+                                      args.consent_token, args.suggestions, args.messaging, args.remove,
+                                      args.json, args.timeout))
             return 0
         text, ok = probe.health(args.target, args.json, args.timeout)
         probe.emit(text)
@@ -138,8 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="RPC worker threads")
     p.add_argument("--allow-remote-plaintext", action="store_true",
                    help="serve plaintext on a non-loopback host (off by default)")
+    p.add_argument("--policy", metavar="FILE", help="safety policy (TOML); reloaded on SIGHUP")
+    p.add_argument("--guardian-key-file", metavar="FILE", help="key that verifies guardian consent tokens")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="durable service state (guardian links and audit); default: the snapshot's parent")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("policy", help="check a safety policy file, or count what a change would do")
+    policy_sub = p.add_subparsers(dest="policy_command", required=True)
+    q = policy_sub.add_parser("check", help="validate a policy file")
+    q.add_argument("file")
+    q = policy_sub.add_parser("diff", help="suggestions each reason would add or remove, on a sample of viewers")
+    q.add_argument("old")
+    q.add_argument("new")
+    q.add_argument("--snapshot", required=True, metavar="DIR")
+    q.add_argument("--sample", type=int, default=500, help="viewers sampled (seeded)")
+    q.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=_cmd_policy)
 
     p = sub.add_parser("rebuild", help="turn event logs into a snapshot directory")
     p.add_argument("--events", nargs="+", required=True, metavar="PATH",
@@ -169,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--surface", choices=["new_contacts", "share_sheet"], default="new_contacts")
     q.add_argument("--page-token", default="")
     probe_sub.add_parser("health", parents=[common], help="health of the server and each service")
+    q = probe_sub.add_parser("explain", parents=[common], help="why a candidate was or was not suggested")
+    q.add_argument("viewer_id", type=int)
+    q.add_argument("candidate_id", type=int)
+    q.add_argument("--surface", choices=["new_contacts", "share_sheet"], default="new_contacts")
+    q = probe_sub.add_parser("check", parents=[common], help="may SENDER message RECIPIENT now?")
+    q.add_argument("sender_id", type=int)
+    q.add_argument("recipient_id", type=int)
+    q = probe_sub.add_parser("relationship", parents=[common], help="what the service holds about a pair")
+    q.add_argument("actor_id", type=int)
+    q.add_argument("target_id", type=int)
+    q = probe_sub.add_parser("guardian", parents=[common], help="guardian oversight calls")
+    q.add_argument("action", choices=["link", "unlink", "controls", "overview", "transparency"])
+    q.add_argument("child_user_id", type=int)
+    q.add_argument("--guardian-id", default="")
+    q.add_argument("--consent-token", default="")
+    q.add_argument("--suggestions", choices=["on", "off"])
+    q.add_argument("--messaging", choices=["platform_default", "friends_only", "no_one"])
+    q.add_argument("--remove", type=int, nargs="*", default=[], metavar="USER_ID")
     p.set_defaults(func=_cmd_probe)
     return parser
 

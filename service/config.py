@@ -27,6 +27,15 @@ class ServerConfig:
     grace_s: float = 5.0
     allow_remote_plaintext: bool = False
     graph: GraphConfig = field(default_factory=GraphConfig)
+    # The safety policy file (TOML); None runs the built-in policy.
+    policy_path: Path | None = None
+    # Verifies guardian consent tokens (the backend that issues them holds
+    # the same key). A random key means no token verifies.
+    guardian_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # Durable service state (guardian links, controls, audit); None keeps it
+    # in memory only.
+    data_dir: Path | None = None
+    audit_retention_s: float = 365 * 86400.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -88,3 +88,71 @@ def health(target: str, as_json: bool, timeout: float) -> tuple[str, bool]:
 
 def emit(text: str) -> None:
     sys.stdout.write(text + "\n")
+
+
+def _call(target: str, stub_factory: Any, method: str, request: Any, timeout: float) -> Any:
+    with _channel(target) as channel:
+        try:
+            return getattr(stub_factory(channel), method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise _rpc_error(err, target) from None
+
+
+def _show(message: Any, as_json: bool) -> str:
+    text = json_format.MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    if as_json:
+        return text
+    flat = json.loads(text)
+    return _table(["field", "value"], [[k, json.dumps(v) if isinstance(v, (list, dict)) else v]
+                                       for k, v in flat.items()])
+
+
+def explain(target: str, viewer: int, candidate: int, surface: str, as_json: bool, timeout: float) -> str:
+    request = suggestion_service_pb2.ExplainSuggestionRequest(
+        viewer_id=viewer, candidate_id=candidate, surface=surface_pb2.Surface.Value(f"SURFACE_{surface.upper()}"))
+    return _show(_call(target, suggestion_service_pb2_grpc.SuggestionServiceStub, "ExplainSuggestion", request,
+                       timeout), as_json)
+
+
+def check(target: str, sender: int, recipient: int, as_json: bool, timeout: float) -> str:
+    from contactgraph.v1 import safety_service_pb2, safety_service_pb2_grpc
+
+    request = safety_service_pb2.CheckMessagingRequest(sender_id=sender, recipient_id=recipient)
+    return _show(_call(target, safety_service_pb2_grpc.SafetyServiceStub, "CheckMessaging", request, timeout),
+                 as_json)
+
+
+def relationship(target: str, a: int, b: int, as_json: bool, timeout: float) -> str:
+    from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
+
+    request = graph_service_pb2.GetRelationshipRequest(actor_id=a, target_id=b)
+    return _show(_call(target, graph_service_pb2_grpc.GraphServiceStub, "GetRelationship", request, timeout),
+                 as_json)
+
+
+def guardian(target: str, action: str, guardian_id: str, child: int, token: str, suggestions: str | None,
+             messaging: str | None, remove: list[int], as_json: bool, timeout: float) -> str:
+    from contactgraph.v1 import guardian_service_pb2 as pb
+    from contactgraph.v1 import guardian_service_pb2_grpc
+
+    stub = guardian_service_pb2_grpc.GuardianServiceStub
+    request: Any
+    if action == "link":
+        request, method = pb.LinkGuardianRequest(guardian_id=guardian_id, child_user_id=child,
+                                                 consent_token=token), "LinkGuardian"
+    elif action == "unlink":
+        request, method = pb.UnlinkGuardianRequest(guardian_id=guardian_id, child_user_id=child), "UnlinkGuardian"
+    elif action == "controls":
+        request = pb.SetGuardianControlsRequest(guardian_id=guardian_id, child_user_id=child,
+                                                add_removed_contact_ids=remove)
+        if suggestions is not None:
+            request.suggestions_enabled = suggestions == "on"
+        if messaging is not None:
+            request.messaging = pb.GuardianMessaging.Value(f"GUARDIAN_MESSAGING_{messaging.upper()}")
+        method = "SetGuardianControls"
+    elif action == "overview":
+        request, method = pb.GetGuardianOverviewRequest(guardian_id=guardian_id, child_user_id=child), \
+            "GetGuardianOverview"
+    else:
+        request, method = pb.GetGuardianTransparencyRequest(child_user_id=child), "GetGuardianTransparency"
+    return _show(_call(target, stub, method, request, timeout), as_json)

@@ -11,10 +11,26 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc, suggestion_service_pb2, suggestion_service_pb2_grpc
+from contactgraph.v1 import (
+    graph_service_pb2,
+    graph_service_pb2_grpc,
+    guardian_service_pb2,
+    guardian_service_pb2_grpc,
+    safety_service_pb2,
+    safety_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
+from graph.clock import Clock
 
 from .config import ServerConfig
+from .safety.engine import SafetyEngine
+from .safety.exposure import ImpressionLedger
+from .safety.guardian import GuardianRegistry
+from .safety.policy import PolicyError, PolicyHolder, load_policy
 from .servicers import GraphServicer, SuggestionServicer
+from .servicers.guardian import GuardianServicer
+from .servicers.safety import SafetyServicer
 from .state import ServingState
 
 log = logging.getLogger(__name__)
@@ -22,7 +38,18 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     suggestion_service_pb2.DESCRIPTOR.services_by_name["SuggestionService"].full_name,
     graph_service_pb2.DESCRIPTOR.services_by_name["GraphService"].full_name,
+    safety_service_pb2.DESCRIPTOR.services_by_name["SafetyService"].full_name,
+    guardian_service_pb2.DESCRIPTOR.services_by_name["GuardianService"].full_name,
 )
+
+
+def build_safety(config: ServerConfig, clock: Clock) -> SafetyEngine:
+    """The safety engine outlives snapshots: policy, guardians (durable in
+    the data directory) and what was shown."""
+    policy = PolicyHolder(load_policy(config.policy_path), config.policy_path) if config.policy_path else PolicyHolder()
+    journal = config.data_dir / "guardian" / "journal.jsonl" if config.data_dir is not None else None
+    guardians = GuardianRegistry(config.guardian_key, clock, journal, config.audit_retention_s)
+    return SafetyEngine(policy, guardians, ImpressionLedger())
 
 
 class PortInUse(RuntimeError):
@@ -48,6 +75,10 @@ class Server:
             SuggestionServicer(lambda: self.state, config), self.grpc_server)
         graph_service_pb2_grpc.add_GraphServiceServicer_to_server(
             GraphServicer(lambda: self.state, config), self.grpc_server)
+        safety_service_pb2_grpc.add_SafetyServiceServicer_to_server(
+            SafetyServicer(lambda: self.state), self.grpc_server)
+        guardian_service_pb2_grpc.add_GuardianServiceServicer_to_server(
+            GuardianServicer(lambda: self.state), self.grpc_server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
@@ -94,10 +125,26 @@ def serve(config: ServerConfig, state: ServingState) -> None:
         log.info("signal %s: draining in-flight calls for up to %.0fs", signal.Signals(signum).name, config.grace_s)
         stopping.set()
 
+    def on_hangup(_signum: int, _frame: object) -> None:
+        # Reload off the signal handler's frame; a bad file keeps the old policy.
+        threading.Thread(target=reload_policy, args=(state.safety,), daemon=True).start()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     log.info("serving snapshot %s on %s:%d", state.snapshot_id, config.host, port)
     print(f"contactgraph serving snapshot {state.snapshot_id} on {config.host}:{port}", flush=True)
     stopping.wait()
     server.stop()
     log.info("stopped")
+
+
+def reload_policy(safety: SafetyEngine) -> str:
+    """Reload the policy file; log and keep the running policy if it is bad.
+    Returns the version in force afterwards."""
+    try:
+        policy = safety.policy.reload()
+        log.info("policy reloaded", extra={"fields": {"policy_version": policy.version}})
+    except PolicyError as err:
+        log.error("policy reload refused, keeping %s: %s", safety.policy.current.version, err)
+    return safety.policy.current.version

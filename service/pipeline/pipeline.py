@@ -9,14 +9,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graph.ann import VectorSearch
+from graph.contacts import ContactGraph
 from graph.model import Surface
+from graph.ranking import RankingModel
+from graph.retrieval import RetrievalConfig
 from graph.store import GraphStore
 
 from .candidates import Candidates, SourceResult
 from .filters import SafetyEngine
-from .ranker import LinearRanker
+from .ranker import LearnedRanker, LinearRanker, Ranker
 from .reasons import FilterReason, SuggestionReason
-from .sources import EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou, RecentContacts
+from .sources import (ContactsOfContacts, EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou,
+                      RecentContacts)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,22 @@ class Pipeline:
         ]
         self._share_sources = [RecentContacts(store), *self._new_contact_sources]
 
+    def sources_for(self, surface: Surface) -> list:  # type: ignore[type-arg]
+        """The candidate sources a surface draws on (callables returning
+        SourceResult, each with a stable ``name``)."""
+        return self._share_sources if surface == Surface.SHARE_SHEET else self._new_contact_sources
+
+    @staticmethod
+    def of(store: GraphStore, search: VectorSearch, contacts: ContactGraph | None,
+           model: RankingModel | None, *, max_candidates: int = 500,
+           retrieval: RetrievalConfig | None = None) -> "Pipeline":
+        """The pipeline for a snapshot's parts: the learned ranker when a
+        model and its contact graph are there, the linear one otherwise."""
+        ranker: Ranker = LinearRanker()
+        if model is not None and contacts is not None:
+            ranker = LearnedRanker(model, contacts, search.vectors)
+        return Pipeline(store, search, ranker, max_candidates, contacts=contacts, retrieval=retrieval)
+
     def suggest(self, user_id: int, surface: Surface, now: float | None = None) -> Ranked:
         now = self.store.clock.now() if now is None else now
         surface = Surface.NEW_CONTACTS if surface == Surface.UNSPECIFIED else surface
@@ -57,7 +77,7 @@ class Pipeline:
         reason = self.safety.viewer_ineligibility(self.store, row)
         if reason is not None:
             return Ranked.empty(reason)
-        sources = self._share_sources if surface == Surface.SHARE_SHEET else self._new_contact_sources
+        sources = self.sources_for(surface)
         results: list[SourceResult] = [source(row, now) for source in sources]
         candidates = Candidates.merge(results)
         counts = {f"source.{r.name}": int(r.rows.shape[0]) for r in results}
@@ -69,7 +89,7 @@ class Pipeline:
         for r, n in verdict.removed.items():
             counts[f"filter.{r.name.lower()}"] = n
         candidates = candidates.select(verdict.keep)
-        scores = self.ranker.scores(candidates, surface)
+        scores = self.ranker.rank_scores(row, candidates, surface, now)
         user_ids = self.store.ids.ext(candidates.rows)
         order = self.ranker.order(scores, user_ids)[: self.max_candidates]
         reason_of = {r.name: r.reason for r in results}

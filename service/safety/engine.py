@@ -19,7 +19,16 @@ from functools import cached_property
 
 import numpy as np
 
-from graph.model import AccountState, AgeAssurance, AgeBand, MessagePrivacy, decode_region
+from graph.model import (
+    AccountState,
+    AgeAssurance,
+    AgeBand,
+    Event,
+    EventKind,
+    InteractionType,
+    MessagePrivacy,
+    decode_region,
+)
 from graph.store import GraphStore
 
 from .exposure import ImpressionLedger
@@ -280,12 +289,13 @@ def _guardian_suggestions_off(ctx: Context) -> np.ndarray:
 
 def _impression_fatigue(ctx: Context) -> np.ndarray:
     p = ctx.policy
-    return ctx.engine.ledger.fatigued(ctx.viewer, ctx.rows, p.max_impressions, p.fatigue_window_days * DAY, ctx.now)
+    return ctx.engine.ledger.fatigued(ctx.store.ids.ext_of(ctx.viewer), ctx.store.ids.ext(ctx.rows),
+                                      p.max_impressions, p.fatigue_window_days * DAY, ctx.now)
 
 
 def _exposure_cap(ctx: Context) -> np.ndarray:
     cap = np.where(ctx.minor, ctx.rules["daily_cap_minor"], ctx.policy.daily_cap_adult)
-    return ctx.engine.ledger.exposures_today(ctx.rows, ctx.now) >= cap
+    return ctx.engine.ledger.exposures_today(ctx.store.ids.ext(ctx.rows), ctx.now) >= cap
 
 
 SEND_RULES: tuple[Rule, ...] = (
@@ -343,6 +353,19 @@ class SafetyEngine:
         self.ledger = ledger
         self._controls_cache: tuple[int, int, dict[int, Controls]] | None = None
         self._suspicious_cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def observe(self, store: GraphStore, events: list[Event]) -> None:
+        """Called after events are applied: counts a linked child's messages
+        for the guardian overview and ends guardian links of a child whose
+        profile now says adult."""
+        for e in events:
+            if e.kind == EventKind.INTERACTION and e.detail == InteractionType.MESSAGE:
+                self.guardians.observe_message(e.actor, e.target, e.time)
+            elif e.kind == EventKind.PROFILE and e.profile is not None and e.profile.age_band is not None:
+                if self.guardians.links_of(e.actor):
+                    row = store.row(e.actor)
+                    minor = row >= 0 and int(effective_bands(store, np.array([row]))[0]) != AgeBand.ADULT
+                    self.guardians.end_links_if_adult(e.actor, minor)
 
     # -- shared facts ---------------------------------------------------
     def controls_by_row(self, store: GraphStore) -> dict[int, Controls]:

@@ -1,6 +1,7 @@
 """What the service showed: per (viewer, candidate) impressions for
 fatigue, per candidate daily exposure for caps, and per viewer counts by
-reason for the guardian overview. In memory, per process."""
+reason for the guardian overview. Keyed by external user ids (rows change
+with a rebuilt snapshot). In memory, per process: a restart forgets."""
 
 from __future__ import annotations
 

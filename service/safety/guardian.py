@@ -104,6 +104,9 @@ class GuardianRegistry:
         self._lock = threading.RLock()
         self._children: dict[int, _Child] = {}
         self._audit: list[AuditRecord] = []
+        # Linked child -> (contact, UTC day number) -> messages sent; counts
+        # only, never content, kept for the overview's week.
+        self._messages: dict[int, dict[tuple[int, int], int]] = {}
         # Bumped on every change; the safety engine caches by it.
         self.version = 0
         if journal is not None:
@@ -286,6 +289,29 @@ class GuardianRegistry:
     def audit_of(self, child: int) -> list[AuditRecord]:
         with self._lock:
             return [r for r in self._audit if r.child == child]
+
+    def observe_message(self, sender: int, recipient: int, when: float) -> None:
+        """Count a message a linked child sent (ignored for everyone else)."""
+        state = self._children.get(sender)
+        if state is None or not state.links:
+            return
+        day = int(when // 86400)
+        with self._lock:
+            counts = self._messages.setdefault(sender, {})
+            counts[(recipient, day)] = counts.get((recipient, day), 0) + 1
+            horizon = day - 8
+            for key in [k for k in counts if k[1] < horizon]:
+                del counts[key]
+
+    def message_days(self, child: int, now: float, days: int = 7) -> dict[int, dict[int, int]]:
+        """Contact -> {day number: messages} over the last ``days`` days."""
+        first = int(now // 86400) - days + 1
+        out: dict[int, dict[int, int]] = {}
+        with self._lock:
+            for (contact, day), n in self._messages.get(child, {}).items():
+                if day >= first:
+                    out.setdefault(contact, {})[day] = n
+        return out
 
     def end_links_if_adult(self, child: int, child_is_minor: bool) -> None:
         if not child_is_minor:

@@ -14,11 +14,12 @@ from graph.events import event_from_proto
 from ..config import MAX_BATCH_EVENTS, ServerConfig
 from ..state import ServingState
 from ..status import invalid_argument
+from .relationships import RelationshipReads
 
 log = logging.getLogger(__name__)
 
 
-class GraphServicer(graph_service_pb2_grpc.GraphServiceServicer):
+class GraphServicer(RelationshipReads, graph_service_pb2_grpc.GraphServiceServicer):
     def __init__(self, state: Callable[[], ServingState], config: ServerConfig) -> None:
         self._state = state
         self._config = config
@@ -39,5 +40,6 @@ class GraphServicer(graph_service_pb2_grpc.GraphServiceServicer):
             except InvalidEvent as err:
                 invalid_argument(context, f"events[{i}].{err.field}", str(err))
         result = store.apply_batch(events)
+        self._state().safety.observe(store, events)
         return graph_service_pb2.ApplyEventsResponse(
             watermark=result.watermark, applied=result.applied, duplicates=result.duplicates)

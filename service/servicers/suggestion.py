@@ -15,6 +15,7 @@ from graph.model import Surface
 from ..config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ServerConfig
 from ..page_token import MAX_WALK, PageTokenError, PageTokens
 from ..state import ServingState
+from ..pipeline.explain import explain
 from ..status import invalid_argument
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
                 invalid_argument(context, "page_token", str(err), reason="INVALID_PAGE_TOKEN")
         ranked = state.pipeline.suggest(request.user_id, surface, now)
         response = suggestion_service_pb2.SuggestContactsResponse(
-            snapshot_id=state.snapshot_id, policy_version="builtin-1")
+            snapshot_id=state.snapshot_id, policy_version=state.safety.policy.current.version)
         if ranked.ineligible is not None:
             response.ineligible_reason = filter_reason_pb2.FilterReason.Value(ranked.ineligible.value)
         fresh = np.flatnonzero(~np.isin(ranked.user_ids, np.array(shown, np.int64)))
@@ -60,10 +61,35 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
                 mutual_friend_count=int(ranked.mutual_counts[i]),
             )
         walked = list(shown) + [int(ranked.user_ids[i]) for i in page.tolist()]
+        state.safety.ledger.record(request.user_id, walked[len(shown):],
+                                   [[r.value for r in ranked.reasons[i]] for i in page.tolist()], now)
         if fresh.shape[0] > page.shape[0] and len(walked) < MAX_WALK:
             response.next_page_token = self._tokens.issue(request.user_id, int(surface), state.snapshot_id,
                                                           walked, now)
         log.info("SuggestContacts", extra={"fields": {
             "user_id": request.user_id, "surface": surface.name, "returned": len(response.suggestions),
             "ms": round((time.perf_counter() - started) * 1000, 2), **ranked.counts}})
+        return response
+
+    def ExplainSuggestion(self, request: suggestion_service_pb2.ExplainSuggestionRequest,
+                          context: grpc.ServicerContext) -> suggestion_service_pb2.ExplainSuggestionResponse:
+        if request.viewer_id <= 0:
+            invalid_argument(context, "viewer_id", "must be a positive user id")
+        if request.candidate_id <= 0:
+            invalid_argument(context, "candidate_id", "must be a positive user id")
+        if request.surface not in Surface._value2member_map_:
+            invalid_argument(context, "surface", f"unknown surface {request.surface}")
+        state = self._state()
+        now = state.store.clock.now()
+        found = explain(state.pipeline, request.viewer_id, request.candidate_id, Surface(request.surface), now)
+        response = suggestion_service_pb2.ExplainSuggestionResponse(
+            rank=found.rank, score=found.score, snapshot_id=state.snapshot_id,
+            policy_version=state.safety.policy.current.version,
+            filter_reasons=[filter_reason_pb2.FilterReason.Value(r.value) for r in found.filter_reasons])
+        for name, score in found.sources.items():
+            response.sources.add(source=name, score=score)
+        if found.ineligible is not None:
+            response.ineligible_reason = filter_reason_pb2.FilterReason.Value(found.ineligible.value)
+        log.info("ExplainSuggestion", extra={"fields": {
+            "viewer_id": request.viewer_id, "candidate_id": request.candidate_id, "rank": found.rank}})
         return response

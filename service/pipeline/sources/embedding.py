@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from graph.ann import VectorSearch
+from graph.retrieval import RetrievalConfig, embedding_neighbours
 
 from ..candidates import SourceResult
 from ..reasons import SuggestionReason
@@ -15,11 +14,9 @@ from ..reasons import SuggestionReason
 @dataclass(frozen=True)
 class EmbeddingNeighbours:
     search: VectorSearch
-    k: int = 100
+    k: int = RetrievalConfig.embedding_k
     name: str = "embedding"
 
     def __call__(self, viewer_row: int, now: float) -> SourceResult:
-        rows, scores = self.search.neighbours(viewer_row, self.k)
-        keep = scores > 0
-        return SourceResult(self.name, SuggestionReason.SIMILAR_NETWORK, rows[keep],
-                            scores[keep].astype(np.float64))
+        rows, scores = embedding_neighbours(self.search, viewer_row, self.k)
+        return SourceResult(self.name, SuggestionReason.SIMILAR_NETWORK, rows, scores)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from graph.retrieval import RetrievalConfig, friends_of_friends
 from graph.store import GraphStore
 
 from ..candidates import SourceResult
@@ -15,12 +14,9 @@ from ..reasons import SuggestionReason
 @dataclass(frozen=True)
 class FriendsOfFriends:
     store: GraphStore
-    limit: int = 500
+    limit: int = RetrievalConfig.friends_of_friends_k
     name: str = "friends_of_friends"
 
     def __call__(self, viewer_row: int, now: float) -> SourceResult:
-        rows, counts = self.store.friends_of_friends(viewer_row)
-        if rows.shape[0] > self.limit:
-            top = np.lexsort((rows, -counts))[: self.limit]
-            rows, counts = rows[top], counts[top]
-        return SourceResult(self.name, SuggestionReason.MUTUAL_FRIENDS, rows, counts.astype(np.float64))
+        rows, counts = friends_of_friends(self.store, viewer_row, self.limit)
+        return SourceResult(self.name, SuggestionReason.MUTUAL_FRIENDS, rows, counts)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from graph.retrieval import RetrievalConfig, followers_not_followed, unanswered_inbound
 from graph.store import GraphStore
 
 from ..candidates import SourceResult
@@ -17,22 +16,20 @@ from ..reasons import SuggestionReason
 @dataclass(frozen=True)
 class MessagedYou:
     store: GraphStore
+    limit: int = RetrievalConfig.inbound_k
     name: str = "messaged_you"
 
     def __call__(self, viewer_row: int, now: float) -> SourceResult:
-        rows, strength, _ = self.store.inbound_interactions(viewer_row, now)
-        answered, _, _ = self.store.interaction_partners(viewer_row, now)
-        keep = ~np.isin(rows, answered)
-        return SourceResult(self.name, SuggestionReason.MESSAGED_YOU, rows[keep], strength[keep])
+        rows, strength = unanswered_inbound(self.store, viewer_row, now, self.limit)
+        return SourceResult(self.name, SuggestionReason.MESSAGED_YOU, rows, strength)
 
 
 @dataclass(frozen=True)
 class FollowsYou:
     store: GraphStore
-    limit: int = 200
+    limit: int = RetrievalConfig.follower_k
     name: str = "follows_you"
 
     def __call__(self, viewer_row: int, now: float) -> SourceResult:
-        followers = self.store.followers(viewer_row)
-        rows = followers[~np.isin(followers, self.store.following(viewer_row))][: self.limit]
-        return SourceResult(self.name, SuggestionReason.FOLLOWS_YOU, rows, np.ones(rows.shape[0]))
+        rows, ones = followers_not_followed(self.store, viewer_row, self.limit)
+        return SourceResult(self.name, SuggestionReason.FOLLOWS_YOU, rows, ones)
