@@ -30,7 +30,7 @@ $(PROTO_STAMP): $(PROTO_SRC) $(BIN)/.installed
 # The committed descriptor set is the API's compatibility baseline; update it
 # only for deliberate, compatible changes (tests/test_api_compat.py checks).
 descriptor: install
-	$(BIN)/python -m grpc_tools.protoc -I proto --include_source_info=false \
+	$(BIN)/python -m grpc_tools.protoc -I proto \
 		--descriptor_set_out=$(DESCRIPTOR) $(PROTO_SRC)
 
 run: install

@@ -10,11 +10,14 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import zlib
 from dataclasses import dataclass
 
 # Bounds the token size: a walk ends after this many suggestions.
 MAX_WALK = 500
+# One spelling per token: base64 decoding alone would skip stray characters.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
 
 class PageTokenError(ValueError):
@@ -53,6 +56,8 @@ class PageTokens:
         return f"{_b64(body)}.{_b64(self._sign(body))}"
 
     def read(self, token: str, *, viewer: int, surface: int, snapshot_id: str, now: float) -> PageState:
+        if not _TOKEN.match(token):
+            raise PageTokenError("page_token is malformed")
         try:
             body_text, sig_text = token.split(".")
             body, sig = _unb64(body_text), _unb64(sig_text)
