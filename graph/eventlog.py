@@ -28,8 +28,9 @@ import gzip
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -85,10 +86,13 @@ EDGE_EVENT_NAMES: dict[str, tuple[EventKind, int]] = {
     "like": (EventKind.INTERACTION, int(InteractionType.LIKE)),
 }
 
-EDGE_COLUMNS = ("time_ms", "event", "actor_id", "target_id")
-EDGE_OPTIONAL_COLUMNS = ("event_id",)
-PROFILE_COLUMNS = ("user_id", "age_band", "message_privacy", "account_state")
-PROFILE_OPTIONAL_COLUMNS = ("region_code", "discoverable", "age_assurance")
+EDGE_COLUMNS: tuple[str, ...] = ("time_ms", "event", "actor_id", "target_id")
+EDGE_OPTIONAL_COLUMNS: tuple[str, ...] = ("event_id",)
+PROFILE_COLUMNS: tuple[str, ...] = ("user_id", "age_band", "message_privacy", "account_state")
+PROFILE_OPTIONAL_COLUMNS: tuple[str, ...] = ("region_code", "discoverable", "age_assurance")
+
+# Far beyond any clock; only keeps absurd integers from overflowing a float.
+_MAX_TIME_MS = 2**62
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -96,12 +100,19 @@ _FALSE = frozenset({"false", "0", "no"})
 _E = TypeVar("_E", AgeBand, MessagePrivacy, AccountState, AgeAssurance)
 
 
-def _enum_names(descriptor: EnumDescriptor, model: type[_E]) -> dict[str, _E | None]:
-    """Upper-case spellings accepted in a profile CSV -> model value; None
-    for the UNSPECIFIED value, which a cell may not name (empty means unset).
+@dataclass(frozen=True)
+class _EnumColumn(Generic[_E]):
+    """How a profile CSV enum column is read: upper-case spelling -> value
+    (None for the UNSPECIFIED value, which a cell may not name: empty means
+    unset) and the hint an error shows."""
 
-    Built from the proto descriptor so that the accepted names follow the
-    API; the model's own member names (``AGE_13_15``) are accepted too."""
+    names: dict[str, _E | None]
+    hint: str
+
+
+def _enum_column(descriptor: EnumDescriptor, model: type[_E]) -> _EnumColumn[_E]:
+    # Built from the proto descriptor so that the accepted names follow the
+    # API; the model's own member names (AGE_13_15) are accepted too.
     prefix = descriptor.values[0].name.removesuffix("UNSPECIFIED")
     names: dict[str, _E | None] = {}
     for value in descriptor.values:
@@ -110,13 +121,14 @@ def _enum_names(descriptor: EnumDescriptor, model: type[_E]) -> dict[str, _E | N
         names[value.name.removeprefix(prefix)] = member
     for member in model:
         names.setdefault(member.name, member if member.value else None)
-    return names
+    valid = ", ".join(v.name for v in descriptor.values if v.number)
+    return _EnumColumn(names, f"expected one of {valid} (or without {prefix}), or empty")
 
 
-_AGE_BANDS = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["AgeBand"], AgeBand)
-_PRIVACIES = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["MessagePrivacy"], MessagePrivacy)
-_STATES = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["AccountState"], AccountState)
-_ASSURANCES = _enum_names(profile_pb.DESCRIPTOR.enum_types_by_name["AgeAssurance"], AgeAssurance)
+_AGE_BANDS = _enum_column(profile_pb.DESCRIPTOR.enum_types_by_name["AgeBand"], AgeBand)
+_PRIVACIES = _enum_column(profile_pb.DESCRIPTOR.enum_types_by_name["MessagePrivacy"], MessagePrivacy)
+_STATES = _enum_column(profile_pb.DESCRIPTOR.enum_types_by_name["AccountState"], AccountState)
+_ASSURANCES = _enum_column(profile_pb.DESCRIPTOR.enum_types_by_name["AgeAssurance"], AgeAssurance)
 _PROTO_NAME = {
     AgeBand: profile_pb.AgeBand.Name,
     MessagePrivacy: profile_pb.MessagePrivacy.Name,
@@ -220,7 +232,10 @@ def _read_json_lines(
         try:
             json_format.Parse(text, msg)
         except json_format.ParseError as err:
-            raise EventLogError(label, line_no, f"invalid GraphEvent JSON: {err}") from None
+            # Some ParseErrors span lines (they list the valid fields); one
+            # line keeps ``file:line: reason`` greppable.
+            reason = " ".join(str(err).split())
+            raise EventLogError(label, line_no, f"invalid GraphEvent JSON: {reason}") from None
         try:
             events.append(event_from_proto(msg, now, max_future_s))
         except InvalidEvent as err:
@@ -232,7 +247,8 @@ def _read_json_lines(
 
 
 def _csv_kind(header: list[str], label: str) -> str:
-    """"edge" or "profile"; raises EventLogError on line 1 otherwise."""
+    """The CSV form the header names, "edge" or "profile"; raises
+    EventLogError on line 1 for anything else."""
     seen: set[str] = set()
     for column in header:
         if column in seen:
@@ -312,6 +328,9 @@ def _read_edge_csv(
                 label, line, f"event: unknown event name {name!r} (expected one of {', '.join(names)})"
             ) from None
         time_ms = _int_cell(row[i_time], "time_ms", label, line)
+        if not -_MAX_TIME_MS <= time_ms <= _MAX_TIME_MS:
+            # Beyond float range the division below would raise OverflowError.
+            raise EventLogError(label, line, f"time_ms is out of range: {time_ms}")
         actor = _int_cell(row[i_actor], "actor_id", label, line)
         target = _int_cell(row[i_target], "target_id", label, line)
         event_id = row[i_id] if i_id is not None else ""
@@ -336,21 +355,16 @@ def _read_edge_csv(
     )
 
 
-def _enum_cell(
-    cell: str, names: dict[str, _E | None], column: str, label: str, line: int
-) -> _E | None:
+def _enum_cell(cell: str, column: _EnumColumn[_E], name: str, label: str, line: int) -> _E | None:
     text = cell.strip()
     if not text:
         return None
     try:
-        member = names[text.upper()]
+        member = column.names[text.upper()]
     except KeyError:
-        choices = sorted({k for k, v in names.items() if v is not None and not k[:1].isdigit()})
-        raise EventLogError(
-            label, line, f"{column}: unknown value {cell!r} (expected one of {', '.join(choices)}, or empty)"
-        ) from None
+        raise EventLogError(label, line, f"{name}: unknown value {cell!r} ({column.hint})") from None
     if member is None:
-        raise EventLogError(label, line, f"{column}: {cell!r} is not allowed; leave the cell empty when not carried")
+        raise EventLogError(label, line, f"{name}: {cell!r} is not allowed; leave the cell empty when not carried")
     return member
 
 

@@ -9,9 +9,15 @@ of their own age, a realistic mix of profiles including the awkward ones
 (no age band, under 13, banned, not discoverable), and a few adults who
 message many minors and get blocked by them.
 
-Everything is vectorised numpy: 1,000,000 users and 20,000,000 follows take
-seconds, not minutes. Internally users are rows ``0..n-1``; every array this
-module returns holds external ids ``1..n_users`` (int64).
+Two users are always wired in (when there are follows) for the README's
+examples: user 1, an active adult whom everyone may message, with 40 friends
+in a community (so many friends-of-friends), and user 2, an active 16-17 with
+15 friends among teens of the same age.
+
+Everything is vectorised numpy: 1,000,000 users with 20,000,000 follows and
+30,000,000 interactions take about 20 s on one core. Internally users are
+rows ``0..n-1``; every array this module returns holds external ids
+``1..n_users`` (int64).
 """
 
 from __future__ import annotations
@@ -57,6 +63,15 @@ _REGION_WEIGHTS = (0.15, 0.35, 0.10, 0.10, 0.20, 0.10)
 # adults (that is where such accounts come from: old sign-ups, imports).
 _ADULTS, _OLDER_TEENS, _YOUNGER = 0, 1, 2
 
+# Inside a community popularity is damped (weight ** power): otherwise one
+# local star would soak up most of a small community's follows, which would
+# then collapse as duplicates.
+_LOCAL_POPULARITY_POWER = 0.75
+
+# Each suspicious adult messages this many minors; this many of them block him.
+_SUSPECT_CONTACTS = 12
+_SUSPECT_BLOCKERS = 4
+
 # The anchor users the README names: ``contactgraph probe suggest 1``.
 ANCHOR_ADULT_ID = 1
 ANCHOR_TEEN_ID = 2
@@ -76,8 +91,10 @@ class NetworkSpec:
     - ``reactions_per_user``: shares, comments, mentions and likes per user.
     - ``community_affinity``: the share of follows that stay inside the
       follower's community.
-    - ``popularity_exponent``: the power-law exponent of the in-degree
-      distribution (P(k) ~ k^-exponent); smaller means heavier tail.
+    - ``popularity_exponent``: accounts get a Pareto popularity weight w with
+      P(w) ~ w^-exponent and followers in proportion to it (damped inside a
+      community), so the in-degree has a power-law tail; smaller means a
+      heavier tail.
     """
 
     n_users: int = 10_000
@@ -355,24 +372,27 @@ def _initiated_follows(spec: NetworkSpec, pop: _Population, rng: np.random.Gener
     total = spec.avg_follows * n
     base = total * (1.0 - spec.reciprocity / 2.0)
     if base < 1:
-        return _anchor_follows(pop, rng)
+        return np.zeros(0, np.int64)
     per_user = base / n
     sigma = 0.9
     mu = math.log(per_user) - sigma * sigma / 2
     out_degree = np.minimum(np.rint(rng.lognormal(mu, sigma, size=n)).astype(np.int64), n - 1)
-    keys = np.union1d(_draw_follows(spec, pop, rng, out_degree), _anchor_follows(pop, rng))
+    keys = _sorted_unique(np.concatenate([_draw_follows(spec, pop, rng, out_degree), _anchor_follows(pop, rng)]))
     drawn = int(out_degree.sum())
+    # m = base + q/2 with q a fraction of m: measured once, since top-up
+    # follows are mutual by chance about as often as the first ones.
+    chance_mutual = _mutual_count(keys, n) / max(int(keys.shape[0]), 1)
+    want = base / (1.0 - chance_mutual / 2.0)
     # Popular targets are drawn more than once; top up the lost follows in
     # proportion to each user's out-degree, allowing for the loss rate seen.
     for _ in range(4):
-        want = base + int(_contains(keys, _reverse_keys(keys, n)).sum()) / 2.0
         deficit = want - keys.shape[0]
         if deficit <= 0.005 * want or drawn == 0:
             break
         efficiency = max(keys.shape[0] / drawn, 0.2)
         extra = rng.poisson(out_degree * (deficit / efficiency / max(int(out_degree.sum()), 1)))
         drawn += int(extra.sum())
-        keys = np.union1d(keys, _draw_follows(spec, pop, rng, extra))
+        keys = _sorted_unique(np.concatenate([keys, _draw_follows(spec, pop, rng, extra)]))
     return keys
 
 
@@ -389,12 +409,13 @@ def _draw_follows(spec: NetworkSpec, pop: _Population, rng: np.random.Generator,
     dst = np.empty_like(src)
 
     inside = rng.random(src.shape[0]) < spec.community_affinity
-    # Inside a community popularity is damped (square root): otherwise one
-    # local star would soak up most of a small community's follows, which
-    # would then collapse as duplicates.
     comm = pop.community[src[inside]]
     dst[inside] = _pick_weighted(
-        rng, _cumulative(np.sqrt(pop.popularity[pop.members])), pop.comm_start[comm], pop.comm_start[comm + 1], pop.members
+        rng,
+        _cumulative(pop.popularity[pop.members] ** _LOCAL_POPULARITY_POWER),
+        pop.comm_start[comm],
+        pop.comm_start[comm + 1],
+        pop.members,
     )
 
     # Across communities: mostly within the follower's age cohort, else
@@ -405,10 +426,15 @@ def _draw_follows(spec: NetworkSpec, pop: _Population, rng: np.random.Generator,
     if pop.cohort_start[_ADULTS + 1] > pop.cohort_start[_ADULTS]:
         cohort[rng.random(cohort.shape[0]) < 0.2] = _ADULTS
     dst[outside] = _pick_weighted(
-        rng, _cumulative(pop.popularity[pop.members]), pop.cohort_start[cohort], pop.cohort_start[cohort + 1], pop.members
+        rng,
+        _cumulative(pop.popularity[pop.members]),
+        pop.cohort_start[cohort],
+        pop.cohort_start[cohort + 1],
+        pop.members,
     )
     keep = src != dst
-    return src[keep] * n + dst[keep]
+    keys: I64 = src[keep] * n + dst[keep]
+    return keys
 
 
 def _anchor_follows(pop: _Population, rng: np.random.Generator) -> I64:
@@ -430,18 +456,27 @@ def _anchor_follows(pop: _Population, rng: np.random.Generator) -> I64:
     return np.concatenate(keys) if keys else np.zeros(0, np.int64)
 
 
-def _follow_rows(spec: NetworkSpec, pop: _Population, rng: np.random.Generator) -> tuple[I64, I64, F64]:
-    """(src rows, dst rows, time): distinct pairs sorted by (src, dst)."""
+@dataclass(frozen=True, eq=False)
+class _Follows:
+    """Rows, distinct pairs sorted by (src, dst); ``mutual``: the reverse
+    pair is a follow too."""
+
+    src: I64
+    dst: I64
+    time: F64
+    mutual: npt.NDArray[np.bool_]
+
+
+def _follow_rows(spec: NetworkSpec, pop: _Population, rng: np.random.Generator) -> _Follows:
     n = pop.n
     target = spec.reciprocity
     initiated = _initiated_follows(spec, pop, rng)
-    m = initiated.shape[0]
+    m = int(initiated.shape[0])
     start, end = spec.start_time, spec.end_time
     times = start + rng.random(m) * (end - start)
 
-    src, dst = np.divmod(initiated, n)
-    reverse = dst * n + src
-    already = _contains(initiated, reverse)
+    reverse = _reverse_keys(initiated, n)
+    already = _mutual_mask(initiated, n)
     # Some follows are mutual by chance (or by anchoring); return just enough
     # of the others for the overall reciprocity to meet the target.
     q = int(already.sum())
@@ -451,19 +486,57 @@ def _follow_rows(spec: NetworkSpec, pop: _Population, rng: np.random.Generator) 
     back = ~already & (rng.random(m) < p)
     back_time = np.minimum(times[back] + rng.exponential(DAY, size=int(back.sum())), end - 1.0)
 
+    # Returned follows were not follows before, so the union has no
+    # duplicates: ordering it is all that is left.
     keys = np.concatenate([initiated, reverse[back]])
-    all_times = np.concatenate([times, back_time])
-    keys, first = np.unique(keys, return_index=True)
-    src, dst = np.divmod(keys, n)
-    return src, dst, all_times[first]
+    order = np.argsort(keys)
+    src, dst = np.divmod(keys[order], n)
+    mutual = np.concatenate([already | back, np.ones(back_time.shape[0], bool)])
+    return _Follows(src, dst, np.concatenate([times, back_time])[order], mutual[order])
+
+
+# Pair keys are int64 ``src * n + dst``. The helpers below lean on np.sort,
+# which is many times faster than np.unique (hash based for integers since
+# numpy 2.3) or np.searchsorted with random probes (a cache miss per level):
+# at 20M follows that is seconds instead of minutes.
+
+
+def _sorted_unique(keys: I64) -> I64:
+    keys = np.sort(keys)
+    if keys.shape[0] < 2:
+        return keys
+    keep = np.empty(keys.shape[0], bool)
+    keep[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+    return keys[keep]
 
 
 def _contains(sorted_keys: I64, probe: I64) -> npt.NDArray[np.bool_]:
+    """Membership of ``probe`` in ``sorted_keys``; fastest when ``probe`` is
+    sorted too."""
     if sorted_keys.shape[0] == 0:
         return np.zeros(probe.shape[0], bool)
     pos = np.searchsorted(sorted_keys, probe)
     np.minimum(pos, sorted_keys.shape[0] - 1, out=pos)
-    return sorted_keys[pos] == probe
+    found: npt.NDArray[np.bool_] = sorted_keys[pos] == probe
+    return found
+
+
+def _mutual_mask(sorted_keys: I64, n: int) -> npt.NDArray[np.bool_]:
+    """For distinct sorted pair keys: whether each pair's reverse is present."""
+    reverse = _reverse_keys(sorted_keys, n)
+    order = np.argsort(reverse)
+    mask = np.empty(sorted_keys.shape[0], bool)
+    mask[order] = _contains(sorted_keys, reverse[order])
+    return mask
+
+
+def _mutual_count(keys: I64, n: int) -> int:
+    """How many of the distinct pair keys have their reverse present: an
+    unordered pair appearing twice is two mutual follows."""
+    src, dst = np.divmod(keys, n)
+    pairs = np.sort(np.minimum(src, dst) * n + np.maximum(src, dst))
+    return 2 * int(np.count_nonzero(pairs[1:] == pairs[:-1]))
 
 
 def generate_follows(spec: NetworkSpec) -> tuple[I64, I64]:
@@ -472,8 +545,8 @@ def generate_follows(spec: NetworkSpec) -> tuple[I64, I64]:
     follows."""
     streams = _streams(spec.seed)
     pop = _population(spec, streams[0])
-    src, dst, _ = _follow_rows(spec, pop, streams[1])
-    return src + 1, dst + 1
+    follows = _follow_rows(spec, pop, streams[1])
+    return follows.src + 1, follows.dst + 1
 
 
 # --- profiles ------------------------------------------------------------------------
@@ -548,7 +621,7 @@ def _suspicious_adults(pop: _Population, cols: ProfileColumns, rng: np.random.Ge
         (pop.age_band == AgeBand.ADULT) & (cols.account_state == AccountState.ACTIVE)
     )
     candidates = candidates[candidates >= 2]  # never the anchor users
-    if pop.n < 100 or candidates.size == 0 or int(minors.sum()) < 10:
+    if pop.n < 100 or candidates.size == 0 or int(minors.sum()) < _SUSPECT_CONTACTS:
         return np.zeros(0, np.int64)
     count = min(max(1, pop.n // 2_500), candidates.size)
     rows = np.sort(rng.choice(candidates, size=count, replace=False)).astype(np.int64)
@@ -561,22 +634,34 @@ def _suspicious_adults(pop: _Population, cols: ProfileColumns, rng: np.random.Ge
 
 # --- interactions and blocks ------------------------------------------------------------------
 
-_SUSPECT_CONTACTS = 12
-_SUSPECT_BLOCKERS = 4
+@dataclass(frozen=True, eq=False)
+class _Pairs:
+    """Follow pairs to draw interactions from: rows, the time the follow
+    started, and a weight (how much the pair talks)."""
 
+    src: I64
+    dst: I64
+    start: F64
+    weight: F64
 
-def _sample_pairs(
-    rng: np.random.Generator, count: int, src: I64, dst: I64, t0: F64, weights: F64, end: float
-) -> tuple[I64, I64, F64]:
-    """``count`` draws from the pairs (src, dst) in proportion to ``weights``,
-    each at a time after the pair's ``t0`` and before ``end``."""
-    if count <= 0 or src.shape[0] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    cum = np.cumsum(weights)
-    idx = np.searchsorted(cum, rng.random(count) * cum[-1], side="right")
-    np.minimum(idx, src.shape[0] - 1, out=idx)
-    start = t0[idx]
-    return src[idx], dst[idx], start + rng.random(count) * (end - start)
+    def select(self, mask: npt.NDArray[np.bool_]) -> _Pairs:
+        return _Pairs(self.src[mask], self.dst[mask], self.start[mask], self.weight[mask])
+
+    def reversed(self) -> _Pairs:
+        return _Pairs(self.dst, self.src, self.start, self.weight)
+
+    def sample(self, rng: np.random.Generator, count: int, end: float) -> tuple[I64, I64, F64]:
+        """``count`` draws in proportion to the weights, each at a time after
+        the pair's start and before ``end``."""
+        if count <= 0 or self.src.shape[0] == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+        cum = np.cumsum(self.weight)
+        # Sorted probes: the search walks the cumulative weights once instead
+        # of missing the cache at every step (the order of draws is immaterial).
+        idx = np.searchsorted(cum, np.sort(rng.random(count)) * cum[-1], side="right")
+        np.minimum(idx, self.src.shape[0] - 1, out=idx)
+        start = self.start[idx]
+        return self.src[idx], self.dst[idx], start + rng.random(count) * (end - start)
 
 
 def _suspect_messages(
@@ -597,34 +682,29 @@ def _suspect_messages(
 def _interaction_rows(
     spec: NetworkSpec,
     pop: _Population,
-    follows: tuple[I64, I64, F64],
+    follows: _Follows,
     suspect_messages: tuple[I64, I64, F64],
     rng: np.random.Generator,
 ) -> tuple[I64, I64, I16, F64]:
     n = pop.n
-    f_src, f_dst, f_time = follows
     start, end = spec.start_time, spec.end_time
-    keys = f_src * n + f_dst
-    mutual = _contains(keys, f_dst * n + f_src)
     # Heavy-tailed pair weights: a few conversations carry most messages.
-    weight = rng.lognormal(0.0, 1.0, size=keys.shape[0])
-    one_way = ~mutual
+    every = _Pairs(follows.src, follows.dst, follows.time, rng.lognormal(0.0, 1.0, size=int(follows.src.shape[0])))
+    has_mutual = bool(follows.mutual.any())
+    friends = every.select(follows.mutual) if has_mutual else every
+    one_way = every.select(~follows.mutual)
     parts: list[tuple[I64, I64, F64, int]] = []
 
-    def add(count: int, pool: npt.NDArray[np.bool_] | None, kind: int, *, reverse: bool = False) -> None:
-        sel = slice(None) if pool is None else pool
-        s, d = (f_dst[sel], f_src[sel]) if reverse else (f_src[sel], f_dst[sel])
-        a, b, t = _sample_pairs(rng, count, s, d, f_time[sel], weight[sel], end)
+    def add(count: int, pool: _Pairs, kind: int) -> None:
+        a, b, t = pool.sample(rng, count, end)
         parts.append((a, b, t, kind))
 
     n_msg = round(n * spec.messages_per_user)
-    has_mutual = bool(mutual.any())
-    friends_share = 0.65 if has_mutual else 0.0
-    add(round(n_msg * friends_share), mutual, InteractionType.MESSAGE)
+    add(round(n_msg * (0.65 if has_mutual else 0.0)), friends, InteractionType.MESSAGE)
     # Followers write to people they follow; some of those go unanswered,
     # which the MESSAGED_YOU reason surfaces.
     add(round(n_msg * 0.15), one_way, InteractionType.MESSAGE)
-    add(round(n_msg * 0.08), one_way, InteractionType.MESSAGE, reverse=True)
+    add(round(n_msg * 0.08), one_way.reversed(), InteractionType.MESSAGE)
     # Strangers in the same community (group chats, marketplace, ...).
     n_strangers = n_msg - sum(p[0].shape[0] for p in parts)
     if n_strangers > 0:
@@ -640,9 +720,8 @@ def _interaction_rows(
     n_react = round(n * spec.reactions_per_user)
     react_kinds = [InteractionType.LIKE, InteractionType.COMMENT, InteractionType.SHARE, InteractionType.MENTION]
     counts = rng.multinomial(n_react, [0.5, 0.2, 0.2, 0.1])
-    for kind, count in zip(react_kinds, counts):
-        friendly = kind in (InteractionType.SHARE, InteractionType.MENTION) and has_mutual
-        add(int(count), mutual if friendly else None, kind)
+    for react, count in zip(react_kinds, counts):
+        add(int(count), friends if react in (InteractionType.SHARE, InteractionType.MENTION) else every, react)
 
     s_src, s_dst, s_time = suspect_messages
     parts.append((s_src, s_dst, s_time, InteractionType.MESSAGE))
@@ -684,10 +763,10 @@ def _block_rows(
         # Each suspect wrote to _SUSPECT_CONTACTS minors (rows grouped by
         # suspect); the first _SUSPECT_BLOCKERS of them block him.
         shape = (-1, _SUSPECT_CONTACTS)
-        first = slice(0, _SUSPECT_BLOCKERS)
-        t = s_time.reshape(shape)[:, first]
+        blockers = slice(0, _SUSPECT_BLOCKERS)
+        t = s_time.reshape(shape)[:, blockers]
         t = np.minimum(t + rng.exponential(DAY / 2, size=t.shape), end - 1.0)
-        parts.append((s_dst.reshape(shape)[:, first].ravel(), s_src.reshape(shape)[:, first].ravel(), t.ravel()))
+        parts.append((s_dst.reshape(shape)[:, blockers].ravel(), s_src.reshape(shape)[:, blockers].ravel(), t.ravel()))
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
     src = np.concatenate([p[0] for p in parts])
@@ -704,18 +783,18 @@ def generate_network(spec: NetworkSpec) -> SyntheticNetwork:
     """Generate the whole network; deterministic for ``spec`` (seed included)."""
     rng_pop, rng_follow, rng_profile, rng_interact, rng_block = _streams(spec.seed)
     pop = _population(spec, rng_pop)
-    f_src, f_dst, f_time = _follow_rows(spec, pop, rng_follow)
+    follows = _follow_rows(spec, pop, rng_follow)
     cols = _profile_columns(pop, rng_profile)
-    suspects = _suspicious_adults(pop, cols, rng_profile)
+    suspects = _suspicious_adults(pop, cols, rng_profile) if spec.messages_per_user > 0 else np.zeros(0, np.int64)
     suspect_messages = _suspect_messages(spec, pop, suspects, rng_interact)
-    i_src, i_dst, i_type, i_time = _interaction_rows(spec, pop, (f_src, f_dst, f_time), suspect_messages, rng_interact)
+    i_src, i_dst, i_type, i_time = _interaction_rows(spec, pop, follows, suspect_messages, rng_interact)
     is_msg = i_type == InteractionType.MESSAGE
     b_src, b_dst, b_time = _block_rows(
         spec, pop, (i_src[is_msg], i_dst[is_msg], i_time[is_msg]), suspect_messages, rng_block
     )
     return SyntheticNetwork(
         spec=spec,
-        follows=Edges(f_src + 1, f_dst + 1, f_time),
+        follows=Edges(follows.src + 1, follows.dst + 1, follows.time),
         interactions=Interactions(i_src + 1, i_dst + 1, i_type, i_time),
         blocks=Edges(b_src + 1, b_dst + 1, b_time),
         profile_columns=cols,
