@@ -42,6 +42,12 @@ test: install
 
 bench: install
 	$(BIN)/python -m tests.bench.graph_bench
+	$(BIN)/python -m tests.bench.durability_bench
+	$(BIN)/python -m tests.bench.serving_bench
+
+# Offline evaluation on the temporal data sets in $(DATA) (not part of test).
+eval: install
+	$(BIN)/contactgraph eval --data $(DATA)
 
 clean:
 	rm -rf $(VENV) .data proto/contactgraph/v1/*_pb2*.py* $(PROTO_STAMP)

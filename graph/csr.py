@@ -13,6 +13,9 @@ import numpy as np
 
 ROW = np.int32
 
+# ``CSR.positions`` searches pair by pair up to this many pairs.
+_SCALAR_SEARCH_MAX = 8
+
 
 def _pointer_dtype(nnz: int) -> type:
     return np.int32 if nnz < 2**31 - 1 else np.int64
@@ -68,6 +71,15 @@ class CSR:
         cols = np.asarray(cols, np.int64)
         if self.nnz == 0:
             return np.full(rows.shape, -1, np.int64)
+        if rows.shape[0] <= _SCALAR_SEARCH_MAX:
+            # A few pairs: one search each beats a numpy pass per bit.
+            out = np.full(rows.shape, -1, np.int64)
+            for k, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
+                start, end = self.span(row)
+                i = start + int(self.indices[start:end].searchsorted(col))
+                if i < end and int(self.indices[i]) == col:
+                    out[k] = i
+            return out
         inside = (rows >= 0) & (rows < self.n_rows)
         safe = np.where(inside, rows, 0)
         lo = np.where(inside, self.indptr[safe], 0).astype(np.int64)

@@ -21,6 +21,9 @@ class EmbeddingConfig:
     oversample: int = 10
     follow_weight: float = 1.0
     interaction_weight: float = 2.0
+    # Every pair that ever interacted keeps at least this weight, so a tie
+    # whose strength has decayed away still shapes the neighbourhood.
+    tie_floor: float = 0.25
     seed: int = 7
 
 
@@ -35,7 +38,7 @@ def adjacency(store: GraphStore, config: EmbeddingConfig, now: float) -> sp.csr_
     strength = store.interactions.decay(i_out.values["strength"], i_out.values["time"], now)
     rows = np.concatenate([fs, fd, is_, id_]).astype(np.int64)
     cols = np.concatenate([fd, fs, id_, is_]).astype(np.int64)
-    w_int = config.interaction_weight * np.log1p(strength).astype(np.float32)
+    w_int = (config.interaction_weight * np.log1p(strength) + config.tie_floor).astype(np.float32)
     vals = np.concatenate([
         np.full(fs.shape[0] * 2, config.follow_weight, np.float32), w_int, w_int,
     ])

@@ -31,3 +31,16 @@ class EventLogError(GraphError):
 
 class SnapshotError(GraphError):
     """A snapshot directory that is missing, corrupt or of another format."""
+
+
+class WalError(GraphError):
+    """The write-ahead log cannot be read or written."""
+
+
+class WalCorruptError(WalError):
+    """Damage that cannot be a torn tail: a bad segment header, or a bad
+    frame in a sealed (not the newest) segment."""
+
+
+class WalGapError(WalError):
+    """Records between a snapshot's watermark and the log are missing."""

@@ -12,6 +12,7 @@ import numpy as np
 from .clock import Clock
 from .config import GraphConfig
 from .csr import CSR
+from .event_ids import EventIdSet
 from .ids import IdMap
 from .model import EventKind
 from .pairlog import PairLog
@@ -143,6 +144,9 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock) -> GraphStore:
         watermark=int(keep.shape[0]),
         last_event_time=float(time.max(initial=0.0)),
         erased=set(erased_ext.tolist()),
+        # Remembered, so that a live retry or a later rebuild fed the same
+        # events counts them as duplicates.
+        seen_ids=EventIdSet.from_ids(table.event_id[keep]),
     )
     return store
 

@@ -8,13 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faiss
+import numpy as np
+
 from .ann import build_index
 from .clock import Clock, ManualClock, SystemClock
 from .config import GraphConfig
+from .contacts import ContactConfig, ContactGraph
 from .embedding import EmbeddingConfig, embed
 from .eventlog import read_event_files
 from .fold import fold
+from .ranking import RankerTrainingConfig, RankingModel, before, train_ranker
 from .snapshot import write_snapshot
+from .store import GraphStore
+from .table import EventTable
+from .wal_format import is_wal_path, read_wal_table
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +34,72 @@ class RebuildReport:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class Built:
+    """Everything a snapshot holds, in memory."""
+
+    store: GraphStore
+    vectors: np.ndarray  # (n_rows, dim) float32
+    index: faiss.Index
+    contacts: ContactGraph
+    model: RankingModel | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def build(table: EventTable, as_of: float, *, config: GraphConfig | None = None,
+          embedding: EmbeddingConfig | None = None, contact: ContactConfig | None = None,
+          ranker: RankerTrainingConfig | None = None, train: bool = True) -> Built:
+    """Fold the events strictly before ``as_of`` (clock set to ``as_of``),
+    embed, index, build the contact graph and train the ranker on an inner
+    split of the same events. Nothing at or after ``as_of`` is read: the
+    evaluation builds its "as of the cut" snapshots with this."""
+    config = config or GraphConfig()
+    embedding = embedding or EmbeddingConfig()
+    contact = contact or ContactConfig()
+    ranker = ranker or RankerTrainingConfig()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    history = before(table, as_of)
+    store = fold(history, config, ManualClock(as_of))
+    timings["fold"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vectors = embed(store, embedding, now=as_of)
+    timings["embed"] = time.perf_counter() - t
+    t = time.perf_counter()
+    index = build_index(vectors)
+    timings["index"] = time.perf_counter() - t
+    t = time.perf_counter()
+    contacts = ContactGraph.build(history, store, as_of, contact)
+    timings["contacts"] = time.perf_counter() - t
+    model = None
+    if train:
+        t = time.perf_counter()
+        model = train_ranker(history, as_of, config, ranker, embedding, contact)
+        timings["ranker"] = time.perf_counter() - t
+    return Built(store, vectors, index, contacts, model, timings)
+
+
+def read_inputs(paths: list[Path], *, now: float, max_future_s: float) -> EventTable:
+    """Event log files and write-ahead log segments (a ``.wal`` file or a
+    directory of them), concatenated in the order given; the fold keeps the
+    first event of each id, so overlapping sources apply each event once."""
+    tables = [read_wal_table([p]) if is_wal_path(p) else read_event_files([p], now=now, max_future_s=max_future_s)
+              for p in paths]
+    return EventTable.concat(tables)
+
+
 def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = None,
-            embedding: EmbeddingConfig | None = None, clock: Clock | None = None) -> RebuildReport:
-    """Read the logs in order, fold them, embed, index and write the
-    snapshot. Any bad line raises EventLogError before anything is written."""
+            embedding: EmbeddingConfig | None = None, clock: Clock | None = None,
+            ranker: RankerTrainingConfig | None = None) -> RebuildReport:
+    """Read the logs in order, fold them, embed, index, train the ranker on
+    an inner split of the history and write the snapshot (the model goes in
+    the manifest as ``ranker_model``, None when the history is too short).
+    Any bad line raises EventLogError before anything is written."""
     config = config or GraphConfig()
     clock = clock or SystemClock()
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    table = read_event_files(paths, now=clock.now(), max_future_s=config.max_future_s)
+    table = read_inputs(paths, now=clock.now(), max_future_s=config.max_future_s)
     timings["read"] = time.perf_counter() - started
     t = time.perf_counter()
     # Decay and windows are computed "as of" the newest event in the logs.
@@ -47,9 +112,18 @@ def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = No
     index = build_index(vectors)
     timings["index"] = time.perf_counter() - t
     t = time.perf_counter()
+    # Every event read is history: the model's inner split ends after the newest.
+    as_of = float(np.nextafter(table.time.max(initial=0.0), np.inf))
+    contact = ContactConfig()
+    model = train_ranker(table, as_of, config, ranker or RankerTrainingConfig(), embedding or EmbeddingConfig(),
+                         contact)
+    timings["ranker"] = time.perf_counter() - t
+    t = time.perf_counter()
     manifest = write_snapshot(store, vectors, index, out_dir, extra={
         "sources": [str(p) for p in paths],
         "embedding_config": (embedding or EmbeddingConfig()).__dict__,
+        "contact_config": contact.__dict__,
+        "ranker_model": model.to_json() if model is not None else None,
     })
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started

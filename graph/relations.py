@@ -267,12 +267,16 @@ class WeightedEdges:
         return (strength.astype(np.float64) * np.exp2(-age / self.half_life_s))
 
     # -- reads ---------------------------------------------------------
-    def get(self, a: int, b: int) -> Value:
+    def get(self, a: int, b: int, base_hint: tuple[Value] | None = None) -> Value:
+        """The pair's value; ``base_hint``, if given, is ``(value in the
+        base,)`` as ``base_values`` found it, saving the base lookup."""
         base, _, layers = self._state
         for layer in reversed(layers):
             d = layer.out.get(a)
             if d is not None and b in d:
                 return d[b]
+        if base_hint is not None:
+            return base_hint[0]
         start, end = base.span(a)
         if start == end:
             return None
@@ -353,9 +357,23 @@ class WeightedEdges:
         return sum(layer.size() for layer in self._state[2])
 
     # -- writes (caller holds the lock) ---------------------------------
-    def add(self, a: int, b: int, weight: float, when: int) -> None:
-        """Add ``weight`` at time ``when`` (whole seconds) to the pair."""
-        current = self.get(a, b)
+    def base_values(self, a: np.ndarray, b: np.ndarray) -> list[tuple[Value]]:
+        """For each pair (rows, int32), ``(value in the base,)``: a hint for
+        ``add``, looked up for a whole batch with one vectorised search."""
+        base = self._state[0]
+        pos = base.positions(a, b)
+        found = pos >= 0
+        if not found.any():
+            return [(None,)] * int(pos.shape[0])
+        at = np.where(found, pos, 0)
+        s = base.values["strength"][at].tolist()
+        t = base.values["time"][at].tolist()
+        return [((s[i], t[i]),) if f else (None,) for i, f in enumerate(found.tolist())]
+
+    def add(self, a: int, b: int, weight: float, when: int, base_hint: tuple[Value] | None = None) -> None:
+        """Add ``weight`` at time ``when`` (whole seconds) to the pair;
+        ``base_hint`` as for ``get``."""
+        current = self.get(a, b, base_hint)
         if current is None:
             value: Value = (to_f32(weight), when)
         else:

@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,18 @@ from .clock import Clock
 from .config import GraphConfig
 from .csr import CSR
 from .errors import SnapshotError
+from .event_ids import EventIdSet
 from .ids import IdMap
 from .pairlog import PairLog
 from .profiles import COLUMNS, ProfileTable
 from .relations import EdgeSet, WeightedEdges
 from .store import EDGE_SETS, PAIR_LOGS, GraphStore
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "embeddings.npy"
+EVENT_IDS = "event_ids"
 
 
 @dataclass
@@ -81,6 +84,9 @@ def store_arrays(store: GraphStore) -> dict[str, np.ndarray]:
         for column, values in getattr(store, name).to_arrays().items():
             arrays[f"{name}.{column}"] = values
     arrays["erased"] = np.array(sorted(store.erased), np.int64)
+    # Sorted unique UTF-8 ids (S<n>) of every event applied: retries after
+    # a restart, and overlapping rebuild inputs, stay duplicates.
+    arrays[EVENT_IDS] = store.seen_ids.to_array()
     return arrays
 
 
@@ -116,6 +122,7 @@ def write_snapshot(store: GraphStore, vectors: np.ndarray, index: faiss.Index, o
                 "friend_pairs": stats.friend_pairs,
                 "interaction_pairs": stats.interaction_pairs,
                 "erased": len(store.erased),
+                "event_ids": len(store.seen_ids),
             },
             "graph_config": {
                 "half_life_s": store.config.half_life_s,
@@ -170,6 +177,15 @@ def verify(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _event_ids(directory: Path, arr: Callable[[str], np.ndarray]) -> EventIdSet:
+    if not (directory / f"{EVENT_IDS}.npy").is_file():
+        raise SnapshotError(f"{directory}: no {EVENT_IDS}.npy (written by an older build; rebuild it)")
+    ids = arr(EVENT_IDS)
+    if ids.ndim != 1 or ids.dtype.kind != "S":
+        raise SnapshotError(f"{directory}: {EVENT_IDS}.npy holds {ids.dtype} {ids.shape}, not a bytes vector")
+    return EventIdSet(ids)
+
+
 def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: bool = True) -> Snapshot:
     """Load a snapshot; big arrays are memory-mapped read-only."""
     directory = Path(directory)
@@ -207,6 +223,7 @@ def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: 
         watermark=int(manifest["watermark"]),
         last_event_time=float(manifest["last_event_time"]),
         erased=set(arr("erased", mmap=False).tolist()),
+        seen_ids=_event_ids(directory, arr),
     )
     vectors = arr(VECTORS_FILE.removesuffix(".npy"))
     if vectors.shape[0] != n:

@@ -23,29 +23,86 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from graph.clock import SystemClock
     from graph.errors import SnapshotError
 
+    from graph.errors import WalError
+
     from . import logs
-    from .config import ServerConfig
+    from .config import ServerConfig, WalConfig
     from .safety.policy import PolicyError
     from .server import PortInUse, build_safety, serve
-    from .state import ServingState
+    from .state import open_serving
 
     logs.configure(args.log_level)
+    from .request_scope import install_log_filter
+
+    install_log_filter()  # request ids in every log line written for a call
+    if not args.snapshot and not args.data_dir:
+        print("contactgraph serve: give --snapshot DIR or --data-dir DIR", file=sys.stderr)
+        return 2
     try:
-        snapshot = Path(args.snapshot)
+        snapshot = Path(args.snapshot) if args.snapshot else Path(args.data_dir) / "snapshot"
+        data_dir = Path(args.data_dir) if args.data_dir else snapshot.resolve().parent
         key = Path(args.guardian_key_file).read_bytes().strip() if args.guardian_key_file else None
+        wal = None if args.no_wal else WalConfig(
+            Path(args.wal_dir) if args.wal_dir else data_dir / "wal", segment_bytes=args.wal_segment_bytes)
         config = ServerConfig(
             snapshot=snapshot, host=args.host, port=args.port, workers=args.workers,
             allow_remote_plaintext=args.allow_remote_plaintext,
             policy_path=Path(args.policy) if args.policy else None,
-            data_dir=Path(args.data_dir) if args.data_dir else snapshot.resolve().parent,
+            data_dir=data_dir, wal=wal, watch_interval_s=args.watch_interval,
+            **_serving_options(args),
             **({"guardian_key": key} if key else {}))
         clock = SystemClock()
-        state = ServingState.load(config.snapshot, config.graph, clock, safety=build_safety(config, clock))
-        serve(config, state)
-    except (SnapshotError, PortInUse, PolicyError, OSError, ValueError) as err:
+        state, journal = open_serving(config, clock, safety=build_safety(config, clock))
+        serve(config, state, journal)
+    except (SnapshotError, WalError, PortInUse, PolicyError, OSError, ValueError) as err:
         print(f"contactgraph serve: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _serving_options(args: argparse.Namespace) -> dict[str, object]:
+    """ServerConfig fields from the overload, metrics and TLS flags."""
+    from .tls import TlsConfig, parse_role_assignments
+
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        tls = TlsConfig(Path(args.tls_cert), Path(args.tls_key),
+                        Path(args.tls_client_ca) if args.tls_client_ca else None,
+                        parse_role_assignments(args.client_role))
+    elif args.client_role:
+        raise ValueError("--client-role needs mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
+    return {"queue": args.queue, "send_workers": args.send_workers, "send_queue": args.send_queue,
+            "event_workers": args.event_workers,
+            "queue_timeout_s": args.queue_timeout, "max_request_bytes": args.max_request_bytes,
+            "metrics_port": args.metrics_port or None, "metrics_host": args.metrics_host, "tls": tls}
+
+
+def _add_serving_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("overload (RESOURCE_EXHAUSTED past these; see service/interceptors.py)")
+    g.add_argument("--queue", type=int, default=64, help="ordinary calls that may wait for a worker")
+    g.add_argument("--send-workers", type=int, default=2,
+                   help="workers reserved for SafetyService checks (the send path)")
+    g.add_argument("--send-queue", type=int, default=64, help="checks that may wait for a send worker")
+    g.add_argument("--event-workers", type=int, default=8,
+                   help="ApplyEvents calls running at once (they mostly wait on the WAL's fsync)")
+    g.add_argument("--queue-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="longest a call waits in a queue")
+    g.add_argument("--max-request-bytes", type=int, default=4 << 20, metavar="N", help="largest request accepted")
+    g = p.add_argument_group("metrics")
+    g.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics; 0: off")
+    g.add_argument("--metrics-host", metavar="HOST", help="address for the metrics port; default: --host")
+    g = p.add_argument_group("TLS (plaintext is served on loopback only, unless --allow-remote-plaintext)")
+    g.add_argument("--tls-cert", metavar="PEM", help="server certificate chain")
+    g.add_argument("--tls-key", metavar="PEM", help="server private key")
+    g.add_argument("--tls-client-ca", metavar="PEM",
+                   help="require client certificates signed by this CA (mutual TLS, per-method allow lists)")
+    g.add_argument("--client-role", action="append", default=[], metavar="ROLE=IDENTITY[,IDENTITY]",
+                   help="with mutual TLS, client identities (certificate CN or SAN) holding a role: "
+                        "messaging-backend, trust-and-safety, guardian-portal, operator; repeatable. "
+                        "Default: each role is held by the identity of the same name")
 
 
 def _print_report(report: "object") -> None:
@@ -72,6 +129,42 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
         return 1
     _print_report(report)
     return 0
+
+
+def _cmd_wal(args: argparse.Namespace) -> int:
+    from graph.errors import SnapshotError, WalError
+    from graph.snapshot import verify
+    from graph.wal_format import WalReader, list_segments
+
+    from .wal import compact
+
+    try:
+        if args.wal_command == "compact":
+            watermark = int(verify(Path(args.snapshot))["watermark"])
+            removed = compact(Path(args.wal_dir), watermark)
+            kept = list_segments(Path(args.wal_dir))
+            print(f"removed {len(removed)} segment(s) wholly at or below watermark {watermark}; "
+                  f"{len(kept)} kept")
+            for path in removed:
+                print(f"  removed {path.name}")
+            return 0
+        segments = list_segments(Path(args.wal_dir))
+        if not segments:
+            print(f"{args.wal_dir}: no WAL segments")
+            return 0
+        reader = WalReader(Path(args.wal_dir), segments[0].first_sequence - 1)
+        events = sum(len(batch.events) for batch in reader)
+        print(f"{args.wal_dir}: {len(segments)} segment(s), {reader.records} record(s), {events} event(s), "
+              f"sequences {segments[0].first_sequence}..{reader.last_sequence}")
+        for segment in segments:
+            print(f"  {segment.path.name}  {segment.path.stat().st_size} bytes")
+        if reader.torn is not None:
+            print(f"torn tail: {reader.torn.bad_bytes} bytes at offset {reader.torn.offset} of the newest segment "
+                  f"({reader.torn.reason}); the server cuts it off when it starts")
+        return 0
+    except (SnapshotError, WalError, OSError) as err:
+        print(f"contactgraph wal {args.wal_command}: {err}", file=sys.stderr)
+        return 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -136,10 +229,47 @@ def _cmd_policy(args: argparse.Namespace) -> int:
         return 1
 
 
+def _endpoint(args: argparse.Namespace) -> "object":
+    """The probe's Endpoint from --target, the TLS flags and --request-id."""
+    from .probe import Endpoint
+    from .tls import ClientTls
+
+    tls = None
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        tls = ClientTls(Path(args.tls_ca) if args.tls_ca else None, Path(args.tls_cert) if args.tls_cert else None,
+                        Path(args.tls_key) if args.tls_key else None, args.tls_server_name)
+    return Endpoint(args.target, tls, args.request_id)
+
+
+def _cmd_load(args: argparse.Namespace, endpoint: "object") -> int:
+    from .load import LoadError, LoadSpec, read_user_ids, run_load
+    from .probe import Endpoint
+
+    assert isinstance(endpoint, Endpoint)
+    try:
+        users = read_user_ids(args.snapshot, args.users_file)
+        spec = LoadSpec(
+            target=endpoint.address, users=users, method=args.method, concurrency=args.concurrency,
+            duration_s=args.duration if args.duration is not None else (10.0 if args.requests is None else None),
+            requests=args.requests, qps=args.qps, warmup_s=args.warmup, timeout_s=args.timeout,
+            page_size=args.page_size, recipients=args.recipients, request_id=endpoint.request_id,
+            tls=endpoint.tls, seed=args.seed)
+        interactive = sys.stderr.isatty() or not args.json
+        result = run_load(spec, progress_to=sys.stderr if interactive and not args.quiet else None)
+    except LoadError as err:
+        print(f"contactgraph probe load: {err}", file=sys.stderr)
+        return 1
+    print(result.to_json() if args.json else result.table())
+    return 0 if result.ok > 0 else 1
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from . import probe
 
     try:
+        args.target = _endpoint(args)
+        if args.probe == "load":
+            return _cmd_load(args, args.target)
         if args.probe == "suggest":
             probe.emit(probe.suggest(args.target, args.user_id, args.page_size, args.surface, args.page_token,
                                      args.json, args.timeout))
@@ -167,21 +297,44 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Temporal evaluation on the data sets under --data (see service.eval)."""
+    from .eval import EvalConfig, run
+    from .eval.data import DATASETS
+
+    config = EvalConfig(cuts=tuple(args.cuts), n_boot=args.bootstrap, seed=args.seed, max_users=args.max_users)
+    try:
+        run(Path(args.data), args.datasets or list(DATASETS), config, out=lambda line: print(line, flush=True))
+    except FileNotFoundError as err:
+        print(f"contactgraph eval: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contactgraph", description="Contact suggestions, safe for teenagers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="serve a snapshot over gRPC")
-    p.add_argument("--snapshot", required=True, help="snapshot directory (from rebuild or demo)")
+    p.add_argument("--snapshot", help="snapshot directory (from rebuild or demo); default: DATA_DIR/snapshot")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    p.add_argument("--workers", type=int, default=8, help="RPC worker threads")
+    p.add_argument("--workers", type=int, default=2,
+                   help="ordinary calls (all but SafetyService checks) running at once")
     p.add_argument("--allow-remote-plaintext", action="store_true",
                    help="serve plaintext on a non-loopback host (off by default)")
     p.add_argument("--policy", metavar="FILE", help="safety policy (TOML); reloaded on SIGHUP")
     p.add_argument("--guardian-key-file", metavar="FILE", help="key that verifies guardian consent tokens")
     p.add_argument("--data-dir", metavar="DIR",
                    help="durable service state (guardian links and audit); default: the snapshot's parent")
+    p.add_argument("--wal-dir", metavar="DIR", help="write-ahead log directory; default: DATA_DIR/wal")
+    p.add_argument("--wal-segment-bytes", type=int, default=64 << 20, metavar="N",
+                   help="start a new WAL segment past this size")
+    p.add_argument("--no-wal", action="store_true",
+                   help="serve without a write-ahead log: acknowledged events die with the process (benchmarks)")
+    p.add_argument("--watch-interval", type=float, default=0.0, metavar="SECONDS",
+                   help="look this often for a newer snapshot renamed into --snapshot and swap it in; 0: never")
+    _add_serving_flags(p)
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_cmd_serve)
 
@@ -199,14 +352,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rebuild", help="turn event logs into a snapshot directory")
     p.add_argument("--events", nargs="+", required=True, metavar="PATH",
-                   help="JSONL or CSV event logs (.gz ok), applied in the order given")
+                   help="JSONL or CSV event logs (.gz ok) and WAL segments (.wal files or a WAL directory), "
+                        "applied in the order given; an event id seen before is skipped")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=_cmd_rebuild)
+
+    p = sub.add_parser("wal", help="inspect or compact a write-ahead log")
+    wal_sub = p.add_subparsers(dest="wal_command", required=True)
+    q = wal_sub.add_parser("compact", help="remove segments wholly covered by a snapshot")
+    q.add_argument("--wal-dir", required=True, metavar="DIR")
+    q.add_argument("--snapshot", required=True, metavar="DIR", help="a verified snapshot; its watermark decides")
+    q = wal_sub.add_parser("info", help="segments, records and sequence range")
+    q.add_argument("wal_dir", metavar="DIR")
+    p.set_defaults(func=_cmd_wal)
 
     p = sub.add_parser("demo", help="build the demo snapshot from a seeded synthetic network")
     p.add_argument("--out", default=".data/demo", metavar="DIR")
     p.add_argument("--force", action="store_true", help="rebuild even if a snapshot exists")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("eval", help="evaluate suggestions against baselines on temporal data sets")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder holding collegemsg/ and bitcoin-otc/")
+    p.add_argument("--datasets", nargs="+", choices=["collegemsg", "bitcoin-otc"], help="default: all")
+    p.add_argument("--cuts", nargs="+", type=float, default=[0.7, 0.8, 0.9], metavar="Q",
+                   help="time quantiles to cut at")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of users per cut")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("snapshot", help="inspect a snapshot directory")
     p.add_argument("action", choices=["info", "verify"])
@@ -219,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--target", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    common.add_argument("--request-id", metavar="ID",
+                        help="sent as x-request-id metadata; the server's log lines carry it")
+    common.add_argument("--tls", action="store_true", help="use TLS with the system's CAs")
+    common.add_argument("--tls-ca", metavar="PEM", help="use TLS, trusting this CA for the server's certificate")
+    common.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    common.add_argument("--tls-key", metavar="PEM", help="client private key (mutual TLS)")
+    common.add_argument("--tls-server-name", metavar="NAME", help="name to check the server's certificate against")
     q = probe_sub.add_parser("suggest", parents=[common], help="suggestions for a user")
     q.add_argument("user_id", type=int)
     q.add_argument("--page-size", type=int, default=10)
@@ -235,6 +415,25 @@ def build_parser() -> argparse.ArgumentParser:
     q = probe_sub.add_parser("relationship", parents=[common], help="what the service holds about a pair")
     q.add_argument("actor_id", type=int)
     q.add_argument("target_id", type=int)
+    q = probe_sub.add_parser("load", parents=[common], help="bounded load: QPS, latency percentiles, errors",
+                             description="Send SuggestContacts or CheckMessaging calls for user ids sampled from "
+                                         "a snapshot or a file, for --duration seconds or --requests calls, with "
+                                         "--concurrency in flight, optionally paced to --qps. --timeout is per call.")
+    q.add_argument("--method", choices=["suggest", "check", "batch-check"], default="suggest")
+    bound = q.add_argument_group("bounds (the first reached stops the load; default --duration 10)")
+    bound.add_argument("--duration", type=float, metavar="SECONDS")
+    bound.add_argument("--requests", type=int, metavar="N")
+    q.add_argument("--concurrency", type=int, default=8, help="calls in flight at once")
+    q.add_argument("--qps", type=float, help="target rate; default: as fast as answers come back")
+    q.add_argument("--warmup", type=float, default=0.0, metavar="SECONDS", help="not counted")
+    ids = q.add_mutually_exclusive_group(required=True)
+    ids.add_argument("--snapshot", metavar="DIR", help="sample user ids from this snapshot")
+    ids.add_argument("--users-file", metavar="FILE", help="sample user ids from a file (one per line, or .npy)")
+    q.add_argument("--page-size", type=int, default=20, help="suggest: page size")
+    q.add_argument("--recipients", type=int, default=50, help="batch-check: recipients per call")
+    q.add_argument("--seed", type=int, default=1, help="seeds the user sample")
+    q.add_argument("--quiet", action="store_true", help="no live progress")
+    q.set_defaults(timeout=1.0)
     q = probe_sub.add_parser("guardian", parents=[common], help="guardian oversight calls")
     q.add_argument("action", choices=["link", "unlink", "controls", "overview", "transparency"])
     q.add_argument("child_user_id", type=int)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import grpc
 from google.protobuf import json_format
@@ -13,20 +14,57 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc, surface_pb2
 
 from .server import SERVICE_NAMES
+from .tls import ClientTls
 
 
 class ProbeError(Exception):
     """Something the person should read; exit code 1."""
 
 
-def _channel(target: str) -> grpc.Channel:
-    return grpc.insecure_channel(target)
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to call: the address, TLS (None: plaintext) and a
+    request id sent as ``x-request-id`` metadata on every call (it shows up
+    in the server's log lines)."""
+
+    address: str
+    tls: ClientTls | None = None
+    request_id: str | None = None
+
+    def __str__(self) -> str:
+        return self.address
 
 
-def _rpc_error(err: grpc.RpcError, target: str) -> ProbeError:
+Target = Union[str, Endpoint]
+
+
+class _RequestId(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc's classes are untyped
+    def __init__(self, request_id: str) -> None:
+        self._metadata = ("x-request-id", request_id)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        details = details._replace(metadata=[*(details.metadata or ()), self._metadata])
+        return continuation(details, request)
+
+
+def _channel(target: Target) -> grpc.Channel:
+    endpoint = target if isinstance(target, Endpoint) else Endpoint(target)
+    if endpoint.tls is not None:
+        channel = grpc.secure_channel(endpoint.address, endpoint.tls.credentials(), options=endpoint.tls.options())
+    else:
+        channel = grpc.insecure_channel(endpoint.address)
+    if endpoint.request_id:
+        return grpc.intercept_channel(channel, _RequestId(endpoint.request_id))
+    return channel
+
+
+def _rpc_error(err: grpc.RpcError, target: Target) -> ProbeError:
     code = err.code() if hasattr(err, "code") else None
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ProbeError(f"cannot reach {target}: is the server running? ({err.details()})")
+        hint = "is the server running?"
+        if isinstance(target, Endpoint) and target.tls is not None:
+            hint = "is the server running, and do --tls-ca and the client certificate match its TLS setup?"
+        return ProbeError(f"cannot reach {target}: {hint} ({err.details()})")
     return ProbeError(f"{code.name if code else 'ERROR'}: {err.details() if hasattr(err, 'details') else err}")
 
 
@@ -39,7 +77,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def suggest(target: str, user_id: int, page_size: int, surface: str, page_token: str, as_json: bool,
+def suggest(target: Target, user_id: int, page_size: int, surface: str, page_token: str, as_json: bool,
             timeout: float) -> str:
     request = suggestion_service_pb2.SuggestContactsRequest(
         user_id=user_id, page_size=page_size, page_token=page_token,
@@ -69,7 +107,7 @@ def suggest(target: str, user_id: int, page_size: int, surface: str, page_token:
     return "\n".join(out)
 
 
-def health(target: str, as_json: bool, timeout: float) -> tuple[str, bool]:
+def health(target: Target, as_json: bool, timeout: float) -> tuple[str, bool]:
     """The serving status of the server and each service; ok is all SERVING."""
     statuses: dict[str, str] = {}
     with _channel(target) as channel:
@@ -90,7 +128,7 @@ def emit(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-def _call(target: str, stub_factory: Any, method: str, request: Any, timeout: float) -> Any:
+def _call(target: Target, stub_factory: Any, method: str, request: Any, timeout: float) -> Any:
     with _channel(target) as channel:
         try:
             return getattr(stub_factory(channel), method)(request, timeout=timeout)
@@ -107,14 +145,14 @@ def _show(message: Any, as_json: bool) -> str:
                                        for k, v in flat.items()])
 
 
-def explain(target: str, viewer: int, candidate: int, surface: str, as_json: bool, timeout: float) -> str:
+def explain(target: Target, viewer: int, candidate: int, surface: str, as_json: bool, timeout: float) -> str:
     request = suggestion_service_pb2.ExplainSuggestionRequest(
         viewer_id=viewer, candidate_id=candidate, surface=surface_pb2.Surface.Value(f"SURFACE_{surface.upper()}"))
     return _show(_call(target, suggestion_service_pb2_grpc.SuggestionServiceStub, "ExplainSuggestion", request,
                        timeout), as_json)
 
 
-def check(target: str, sender: int, recipient: int, as_json: bool, timeout: float) -> str:
+def check(target: Target, sender: int, recipient: int, as_json: bool, timeout: float) -> str:
     from contactgraph.v1 import safety_service_pb2, safety_service_pb2_grpc
 
     request = safety_service_pb2.CheckMessagingRequest(sender_id=sender, recipient_id=recipient)
@@ -122,7 +160,7 @@ def check(target: str, sender: int, recipient: int, as_json: bool, timeout: floa
                  as_json)
 
 
-def relationship(target: str, a: int, b: int, as_json: bool, timeout: float) -> str:
+def relationship(target: Target, a: int, b: int, as_json: bool, timeout: float) -> str:
     from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 
     request = graph_service_pb2.GetRelationshipRequest(actor_id=a, target_id=b)
@@ -130,7 +168,7 @@ def relationship(target: str, a: int, b: int, as_json: bool, timeout: float) -> 
                  as_json)
 
 
-def guardian(target: str, action: str, guardian_id: str, child: int, token: str, suggestions: str | None,
+def guardian(target: Target, action: str, guardian_id: str, child: int, token: str, suggestions: str | None,
              messaging: str | None, remove: list[int], as_json: bool, timeout: float) -> str:
     from contactgraph.v1 import guardian_service_pb2 as pb
     from contactgraph.v1 import guardian_service_pb2_grpc

@@ -1,8 +1,10 @@
 """What the server serves: the loaded snapshot, the live store on top of it
-and the pipeline over both."""
+(with the write-ahead log replayed into it) and the pipeline over both."""
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,14 +14,21 @@ from graph.config import GraphConfig
 from graph.snapshot import Snapshot, read_snapshot
 from graph.store import GraphStore
 
+from .config import ServerConfig
+from .journal import Journal
 from .pipeline import Pipeline
 from .safety.engine import SafetyEngine
+from .wal import Replayed, WriteAheadLog, replay
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ServingState:
     snapshot: Snapshot
     pipeline: Pipeline
+    # What was replayed from the write-ahead log on top of the snapshot.
+    replayed: Replayed | None = None
 
     @property
     def store(self) -> GraphStore:
@@ -31,13 +40,42 @@ class ServingState:
 
     @staticmethod
     def load(directory: Path, config: GraphConfig, clock: Clock,
-             safety: SafetyEngine | None = None) -> "ServingState":
-        """``safety`` outlives snapshots (policy, guardians, impressions):
-        the server passes its own so a swap keeps them."""
+             safety: SafetyEngine | None = None, *, wal_dir: Path | None = None) -> "ServingState":
+        """Read and verify the snapshot, then replay the log in ``wal_dir``
+        after its watermark (up to what is written now).
+
+        ``safety`` outlives snapshots (policy, guardians, impressions):
+        the server passes its own so a swap keeps them.
+        Raises SnapshotError for a snapshot that is missing, corrupt or of
+        another format; WalError if the log cannot be replayed onto it."""
+        started = time.perf_counter()
         snapshot = read_snapshot(directory, config, clock)
+        loaded = time.perf_counter()
+        replayed = replay(wal_dir, snapshot.store) if wal_dir is not None else None
         search = VectorSearch(snapshot.vectors, snapshot.index)
-        return ServingState(snapshot, Pipeline(snapshot.store, search, safety=safety))
+        state = ServingState(snapshot, Pipeline(snapshot.store, search, safety=safety), replayed)
+        log.info("loaded snapshot %s (watermark %d) in %.2fs; replayed %d WAL events in %.2fs, watermark %d",
+                 snapshot.snapshot_id, int(snapshot.manifest["watermark"]), loaded - started,
+                 replayed.events if replayed else 0, time.perf_counter() - loaded, snapshot.store.watermark)
+        return state
 
     @property
     def safety(self) -> SafetyEngine:
         return self.pipeline.safety
+
+
+def open_serving(config: ServerConfig, clock: Clock, safety: SafetyEngine | None = None) -> tuple[ServingState, Journal]:
+    """Start-up: open the write-ahead log (cutting off a torn tail), load the
+    snapshot, replay the log after its watermark, and return the state with
+    the journal that commits on top of it."""
+    wal = WriteAheadLog.open(config.wal) if config.wal is not None else None
+    try:
+        state = ServingState.load(config.snapshot, config.graph, clock, safety,
+                                  wal_dir=config.wal.directory if config.wal is not None else None)
+        journal = Journal(state.store, wal)
+        journal.attach(state.store)
+    except BaseException:
+        if wal is not None:
+            wal.close()
+        raise
+    return state, journal

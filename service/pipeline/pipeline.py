@@ -15,12 +15,13 @@ from graph.ranking import RankingModel
 from graph.retrieval import RetrievalConfig
 from graph.store import GraphStore
 
+from ..request_scope import checkpoint, record_counts
 from .candidates import Candidates, SourceResult
 from .filters import SafetyEngine
 from .ranker import LearnedRanker, LinearRanker, Ranker
 from .reasons import FilterReason, SuggestionReason
 from .sources import (ContactsOfContacts, EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou,
-                      RecentContacts)
+                      RandomWalk, RecentContacts)
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,27 @@ class Ranked:
 
 
 class Pipeline:
-    def __init__(self, store: GraphStore, search: VectorSearch, ranker: LinearRanker | None = None,
-                 max_candidates: int = 500, safety: SafetyEngine | None = None) -> None:
+    """``contacts``: the snapshot's contact graph, which adds the
+    contacts-of-contacts source (2-hop over messages, not only mutual
+    follows); without it only the store's sources run. ``ranker``: the
+    learned ranker when the snapshot has a model, else the linear blend
+    (``Pipeline.of`` picks)."""
+
+    def __init__(self, store: GraphStore, search: VectorSearch, ranker: Ranker | None = None,
+                 max_candidates: int = 500, safety: SafetyEngine | None = None, *,
+                 contacts: ContactGraph | None = None, retrieval: RetrievalConfig | None = None) -> None:
         self.store = store
         self.safety = safety or default_safety(store)
         self.search = search
-        self.ranker = ranker or LinearRanker()
+        self.ranker: Ranker = ranker or LinearRanker()
         self.max_candidates = max_candidates
+        r = retrieval or RetrievalConfig()
         self._new_contact_sources = [
-            EmbeddingNeighbours(search), FriendsOfFriends(store), MessagedYou(store), FollowsYou(store),
+            EmbeddingNeighbours(search, r.embedding_k), FriendsOfFriends(store, r.friends_of_friends_k),
+            MessagedYou(store, r.inbound_k), FollowsYou(store, r.follower_k),
         ]
+        if contacts is not None:
+            self._new_contact_sources += [ContactsOfContacts(contacts, r.two_hop_k), RandomWalk(contacts, r.walk_k)]
         self._share_sources = [RecentContacts(store), *self._new_contact_sources]
 
     def sources_for(self, surface: Surface) -> list:  # type: ignore[type-arg]
@@ -61,14 +73,14 @@ class Pipeline:
 
     @staticmethod
     def of(store: GraphStore, search: VectorSearch, contacts: ContactGraph | None,
-           model: RankingModel | None, *, max_candidates: int = 500,
+           model: RankingModel | None, *, max_candidates: int = 500, safety: SafetyEngine | None = None,
            retrieval: RetrievalConfig | None = None) -> "Pipeline":
         """The pipeline for a snapshot's parts: the learned ranker when a
         model and its contact graph are there, the linear one otherwise."""
         ranker: Ranker = LinearRanker()
         if model is not None and contacts is not None:
             ranker = LearnedRanker(model, contacts, search.vectors)
-        return Pipeline(store, search, ranker, max_candidates, contacts=contacts, retrieval=retrieval)
+        return Pipeline(store, search, ranker, max_candidates, safety, contacts=contacts, retrieval=retrieval)
 
     def suggest(self, user_id: int, surface: Surface, now: float | None = None) -> Ranked:
         now = self.store.clock.now() if now is None else now
@@ -79,6 +91,7 @@ class Pipeline:
             return Ranked.empty(reason)
         sources = self.sources_for(surface)
         results: list[SourceResult] = [source(row, now) for source in sources]
+        checkpoint("sources")  # the caller's deadline passed or it left: stop here
         candidates = Candidates.merge(results)
         counts = {f"source.{r.name}": int(r.rows.shape[0]) for r in results}
         if surface == Surface.NEW_CONTACTS:
@@ -89,6 +102,7 @@ class Pipeline:
         for r, n in verdict.removed.items():
             counts[f"filter.{r.name.lower()}"] = n
         candidates = candidates.select(verdict.keep)
+        checkpoint("filters")
         scores = self.ranker.rank_scores(row, candidates, surface, now)
         user_ids = self.store.ids.ext(candidates.rows)
         order = self.ranker.order(scores, user_ids)[: self.max_candidates]
@@ -99,6 +113,7 @@ class Pipeline:
         ]
         mutual = candidates.features.get("friends_of_friends", np.zeros(len(candidates)))[order]
         counts["ranked"] = int(order.shape[0])
+        record_counts(counts)  # per-source and per-reason metrics of a served call
         return Ranked(user_ids[order], scores[order], reasons, mutual.astype(np.int64), None, counts)
 
 

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from graph.contacts import ContactGraph
-from graph.features import pair_features
+from graph.features import FEATURES, pair_features
 from graph.model import Surface
 from graph.ranking import RankingModel
 
@@ -71,21 +71,28 @@ class LinearRanker:
 
 @dataclass(frozen=True)
 class LearnedRanker:
-    """NEW_CONTACTS: the model's log-odds over ``graph.features``. The share
-    sheet keeps the linear blend (existing contacts first), which the model
-    was not trained for."""
+    """NEW_CONTACTS: the model's log-odds over ``graph.features``.
+    SHARE_SHEET: people the viewer is in touch with first, by recency-
+    weighted frequency (short-half-life strength both ways, then the newest
+    contact), then everyone else by the model."""
 
     model: RankingModel
     contacts: ContactGraph
     vectors: np.ndarray  # (n_rows, dim) float32, the snapshot's embeddings
-    fallback: LinearRanker = field(default_factory=LinearRanker)
+    existing_contact_bonus: float = 100.0
     name: str = "learned"
 
     def rank_scores(self, viewer_row: int, candidates: Candidates, surface: Surface, now: float) -> np.ndarray:
-        if surface != Surface.NEW_CONTACTS:
-            return self.fallback.scores(candidates, surface)
         x = pair_features(self.contacts, self.vectors, viewer_row, candidates.rows, now)
-        return self.model.score(x)
+        learned = self.model.score(x)
+        if surface != Surface.SHARE_SHEET:
+            return learned
+        col = {name: i for i, name in enumerate(FEATURES)}
+        frecency = np.log1p(np.expm1(x[:, col["out_short"]]) + np.expm1(x[:, col["in_short"]]))
+        existing = (x[:, col["out_count"]] > 0) | (x[:, col["in_count"]] > 0)
+        recency = -0.01 * x[:, col["pair_age_days"]]
+        squashed = 1.0 / (1.0 + np.exp(-learned))  # in (0, 1): below every existing contact
+        return np.where(existing, self.existing_contact_bonus + 10.0 * frecency + recency, squashed)
 
     @staticmethod
     def order(scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:

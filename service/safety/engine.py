@@ -155,7 +155,10 @@ def _account_state(ctx: Context) -> np.ndarray:
 
 
 def _under_dm_age(ctx: Context) -> np.ndarray:
-    return (ctx.bands < ctx.rules["min_dm_band"]) | (ctx.bands == AgeBand.UNSPECIFIED)
+    # The pair's threshold (stricter region) binds both users: a viewer old
+    # enough at home may still be too young for a stricter candidate's region.
+    floor = ctx.rules["min_dm_band"]
+    return (ctx.bands < floor) | (ctx.bands == AgeBand.UNSPECIFIED) | (ctx.viewer_band < floor)
 
 
 def _blocked(ctx: Context) -> np.ndarray:
@@ -175,12 +178,14 @@ def _adult_to_minor_not_followed(ctx: Context) -> np.ndarray:
 
 
 def _suspicious_adult(ctx: Context) -> np.ndarray:
-    # Whatever age the suspicious account claims.
+    # Whatever age the suspicious account claims: a suspicious viewer who
+    # says they are a minor is still kept from minors.
+    out = np.zeros(ctx.rows.shape[0], bool)
     if ctx.viewer_minor:
-        return ctx.suspicious(ctx.rows)
+        out |= ctx.suspicious(ctx.rows)
     if bool(ctx.suspicious(np.array([ctx.viewer], np.int32))[0]):
-        return ctx.minor.copy()
-    return np.zeros(ctx.rows.shape[0], bool)
+        out |= ctx.minor
+    return out
 
 
 def _guardian_removed(ctx: Context) -> np.ndarray:
@@ -220,7 +225,8 @@ def _guardian_messaging(ctx: Context) -> np.ndarray:
 
 # -- suggestion-only rules ---------------------------------------------
 def _under_suggestion_age(ctx: Context) -> np.ndarray:
-    return ctx.bands < ctx.rules["min_suggestion_band"]
+    floor = ctx.rules["min_suggestion_band"]
+    return (ctx.bands < floor) | (ctx.viewer_band < floor)
 
 
 def _minor_adult_not_friends(ctx: Context) -> np.ndarray:
@@ -234,7 +240,10 @@ def _minor_no_safe_connection(ctx: Context) -> np.ndarray:
     need = ctx.minor & ~ctx.friends & ~ctx.follows_viewer
     if not need.any():
         return need
-    minor_friends = ctx.viewer_friends[effective_bands(ctx.store, ctx.viewer_friends) != AgeBand.ADULT]
+    # Only friends whose profile says minor count: an adult, or a friend of
+    # unknown age (no profile, unset band), is never a path to a minor.
+    claimed = ctx.store.profiles.column("age_band")[ctx.viewer_friends]
+    minor_friends = ctx.viewer_friends[(claimed > AgeBand.UNSPECIFIED) & (claimed < AgeBand.ADULT)]
     reach = ctx.store._gather_friends(minor_friends) if minor_friends.shape[0] else np.zeros(0, np.int32)
     counts = np.zeros(ctx.rows.shape[0], np.int64)
     if reach.shape[0]:
@@ -294,7 +303,9 @@ def _impression_fatigue(ctx: Context) -> np.ndarray:
 
 
 def _exposure_cap(ctx: Context) -> np.ndarray:
-    cap = np.where(ctx.minor, ctx.rules["daily_cap_minor"], ctx.policy.daily_cap_adult)
+    # Stricter for minors: never above the adult cap, whatever the file says.
+    adult_cap = ctx.policy.daily_cap_adult
+    cap = np.where(ctx.minor, np.minimum(ctx.rules["daily_cap_minor"], adult_cap), adult_cap)
     return ctx.engine.ledger.exposures_today(ctx.store.ids.ext(ctx.rows), ctx.now) >= cap
 
 
@@ -361,7 +372,10 @@ class SafetyEngine:
         for e in events:
             if e.kind == EventKind.INTERACTION and e.detail == InteractionType.MESSAGE:
                 self.guardians.observe_message(e.actor, e.target, e.time)
-            elif e.kind == EventKind.PROFILE and e.profile is not None and e.profile.age_band is not None:
+            elif e.kind == EventKind.PROFILE and e.profile is not None and (
+                    e.profile.age_band is not None or e.profile.age_assurance is not None):
+                # A stronger assurance alone can make a weakly assured
+                # former minor an adult.
                 if self.guardians.links_of(e.actor):
                     row = store.row(e.actor)
                     minor = row >= 0 and int(effective_bands(store, np.array([row]))[0]) != AgeBand.ADULT

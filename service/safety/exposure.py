@@ -29,6 +29,8 @@ class ImpressionLedger:
                 times = shown.get(c)
                 if times is None:
                     shown[c] = times = deque(maxlen=self._keep)
+                elif times.maxlen is not None and times.maxlen < self._keep:
+                    shown[c] = times = deque(times, maxlen=self._keep)
                 times.append(now)
                 d, n = self._exposure.get(c, (day, 0))
                 self._exposure[c] = (day, n + 1 if d == day else 1)
@@ -38,6 +40,11 @@ class ImpressionLedger:
     def fatigued(self, viewer: int, candidates: np.ndarray, max_impressions: int, window_s: float,
                  now: float) -> np.ndarray:
         out = np.zeros(candidates.shape[0], bool)
+        # Remember enough impressions per pair for the policy in force (a
+        # pair shown more often than we keep would never look fatigued).
+        if max_impressions > self._keep:
+            with self._lock:
+                self._keep = max(self._keep, max_impressions)
         shown = self._shown.get(viewer)
         if not shown:
             return out

@@ -14,13 +14,14 @@ When two users are in different regions the stricter value applies."""
 
 from __future__ import annotations
 
+import math
 import threading
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from graph.model import AgeBand
+from graph.model import AgeBand, encode_region
 
 DAY = 86400.0
 
@@ -121,21 +122,33 @@ def _value(where: str, raw: Any, kind: Any) -> Any:
         return raw
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise PolicyError(f"{where}: expected a number, got {raw!r}")
+    if math.isnan(raw):
+        # nan compares false with everything: it would slip past every floor.
+        raise PolicyError(f"{where}: expected a number, got nan")
     if raw < 0:
         raise PolicyError(f"{where}: must not be negative")
     return float(raw)
 
 
-def _check_region(where: str, rules: RegionRules) -> None:
+# Where each base region value sits in the file, for messages.
+_BASE_KEY_NAMES = {name: f"{table}.{key}" for (table, key), name in _BASE_REGION_KEYS.items()}
+
+
+def _check_region(where: str, rules: RegionRules, names: dict[str, str] | None = None) -> None:
+    """``where`` prefixes the key; ``names`` maps a field to its name in the
+    file (the base values live in several tables)."""
+    def key(name: str) -> str:
+        return f"{where}{(names or {}).get(name, name)}"
+
     if rules.min_dm_band < FLOOR_MIN_DM_BAND:
-        raise PolicyError(f"{where}min_dm_band: below the floor: no direct messages under 16")
+        raise PolicyError(f"{key('min_dm_band')}: below the floor: no direct messages under 16")
     if rules.min_suggestion_band < FLOOR_MIN_SUGGESTION_BAND:
-        raise PolicyError(f"{where}min_suggestion_band: below the floor: no suggestions under 16")
+        raise PolicyError(f"{key('min_suggestion_band')}: below the floor: no suggestions under 16")
     if rules.min_mutual_friends < FLOOR_MIN_MUTUAL_FRIENDS:
-        raise PolicyError(f"{where}min_mutual_friends: below the floor of {FLOOR_MIN_MUTUAL_FRIENDS}: "
+        raise PolicyError(f"{key('min_mutual_friends')}: below the floor of {FLOOR_MIN_MUTUAL_FRIENDS}: "
                           "minors are never suggested to strangers")
     if rules.daily_cap_minor > CEILING_DAILY_CAP_MINOR:
-        raise PolicyError(f"{where}daily_cap_minor: above the ceiling of {CEILING_DAILY_CAP_MINOR}")
+        raise PolicyError(f"{key('daily_cap_minor')}: above the ceiling of {CEILING_DAILY_CAP_MINOR}")
 
 
 def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
@@ -164,11 +177,19 @@ def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
             else:
                 raise PolicyError(f"{source}: unknown key {table}.{key}")
     base_rules = replace(RegionRules(), **base)
-    _check_region(f"{source}: ", base_rules)
+    _check_region(f"{source}: ", base_rules, _BASE_KEY_NAMES)
     regions: dict[str, RegionRules] = {}
-    for code, section in data.get("regions", {}).items():
+    region_tables = data.get("regions", {})
+    if not isinstance(region_tables, dict):
+        raise PolicyError(f"{source}: [regions] must be a table")
+    for code, section in region_tables.items():
         if not isinstance(section, dict):
             raise PolicyError(f"{source}: regions.{code} must be a table")
+        try:
+            encode_region(code)
+        except ValueError:
+            # A typo ("uk", "gb") would otherwise be an override that never applies.
+            raise PolicyError(f"{source}: regions.{code}: not a CLDR region code such as \"GB\"") from None
         over: dict[str, Any] = {}
         for key, raw in section.items():
             if key not in _REGION_KEYS:

@@ -1,4 +1,4 @@
-"""GraphService: live events in."""
+"""GraphService: live events in, through the journal (write-ahead log)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,33 @@ from collections.abc import Callable
 import grpc
 
 from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
-from graph.errors import InvalidEvent
+from graph.errors import InvalidEvent, WalError
 from graph.events import event_from_proto
 
 from ..config import MAX_BATCH_EVENTS, ServerConfig
+from ..journal import Journal, JournalFailed
 from ..state import ServingState
-from ..status import invalid_argument
+from ..status import abort, invalid_argument
 from .relationships import RelationshipReads
 
 log = logging.getLogger(__name__)
 
 
 class GraphServicer(RelationshipReads, graph_service_pb2_grpc.GraphServiceServicer):
-    def __init__(self, state: Callable[[], ServingState], config: ServerConfig) -> None:
+    def __init__(self, state: Callable[[], ServingState], config: ServerConfig,
+                 journal: Journal | None = None) -> None:
         self._state = state
         self._config = config
+        # Without a journal of its own (tests), commit straight to the store.
+        self._journal = journal if journal is not None else Journal(state().store)
 
     def ApplyEvents(self, request: graph_service_pb2.ApplyEventsRequest,
                     context: grpc.ServicerContext) -> graph_service_pb2.ApplyEventsResponse:
         if len(request.events) > MAX_BATCH_EVENTS:
             invalid_argument(context, "events", f"at most {MAX_BATCH_EVENTS} events per batch, "
                                                 f"got {len(request.events)}")
-        store = self._state().store
-        now = store.clock.now()
+        state = self._state()
+        now = state.store.clock.now()
         events = []
         for i, msg in enumerate(request.events):
             if not msg.event_id:
@@ -39,7 +43,14 @@ class GraphServicer(RelationshipReads, graph_service_pb2_grpc.GraphServiceServic
                 events.append(event_from_proto(msg, now, self._config.graph.max_future_s))
             except InvalidEvent as err:
                 invalid_argument(context, f"events[{i}].{err.field}", str(err))
-        result = store.apply_batch(events)
-        self._state().safety.observe(store, events)
+        try:
+            result = self._journal.commit(events, messages=request.events, now=now)
+        except (WalError, JournalFailed) as err:
+            log.error("ApplyEvents not acknowledged: %s", err)
+            abort(context, grpc.StatusCode.UNAVAILABLE,
+                  "the write-ahead log is unavailable; the batch is not acknowledged (retry it later)",
+                  "WAL_UNAVAILABLE")
+        # Only the events applied now: a retried batch must not count twice.
+        state.safety.observe(self._journal.store, result.events)
         return graph_service_pb2.ApplyEventsResponse(
             watermark=result.watermark, applied=result.applied, duplicates=result.duplicates)

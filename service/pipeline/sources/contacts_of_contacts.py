@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graph.contacts import ContactGraph
-from graph.retrieval import RetrievalConfig, contacts_of_contacts
+from graph.retrieval import RetrievalConfig, contacts_of_contacts, random_walk
 
 from ..candidates import SourceResult
 from ..reasons import SuggestionReason
@@ -22,3 +22,17 @@ class ContactsOfContacts:
     def __call__(self, viewer_row: int, now: float) -> SourceResult:
         rows, scores = contacts_of_contacts(self.contacts, viewer_row, self.k)
         return SourceResult(self.name, SuggestionReason.MUTUAL_FRIENDS, rows, scores)
+
+
+@dataclass(frozen=True)
+class RandomWalk:
+    """A short strength-weighted random walk from the viewer (truncated
+    personalised PageRank over the contact graph)."""
+
+    contacts: ContactGraph
+    k: int = RetrievalConfig.walk_k
+    name: str = "random_walk"
+
+    def __call__(self, viewer_row: int, now: float) -> SourceResult:
+        rows, scores = random_walk(self.contacts, viewer_row, self.k)
+        return SourceResult(self.name, SuggestionReason.SIMILAR_NETWORK, rows, scores)

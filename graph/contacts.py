@@ -1,0 +1,326 @@
+"""The contact graph: who is in touch with whom, both directions of every
+pair side by side, with interaction strength each way at two half-lives.
+
+Built offline from the event table (the store keeps one half-life only) as
+of one moment, and read by the candidate sources and the ranking features:
+the 2-hop neighbourhood of a user (weighted Adamic–Adar over messages *and*
+follows, since some networks have no follows at all) and the pair and node
+statistics the learned ranker uses.
+
+Arrays (``n`` users, ``m`` directed entries; each undirected pair is stored
+once from each side, rows sorted within a row):
+
+- ``indptr``: int64 (n + 1,); ``indices``: int32 (m,) neighbour rows.
+- ``out_s``, ``in_s``: float32 (m, 2): decayed strength from the row to the
+  neighbour and back, at the short and the long half-life.
+- ``out_n``, ``in_n``: float32 (m,): interaction counts each way.
+- ``last``: float64 (m,): newest interaction time either way (0 if none).
+- ``last_in``: float64 (m,): newest interaction from the neighbour to the row.
+- ``follow``: uint8 (m,): bit 1 the row follows the neighbour, bit 2 back.
+- ``weight``: float32 (m,): the tie weight 2-hop scores use.
+Per node (n,): ``degree`` int32, ``weight_sum`` float32, ``out_partners``,
+``in_partners``, ``answered`` int32 (out-partners who wrote back),
+``last_active`` float64 (newest interaction either way, 0 if none),
+``out_short``, ``in_short`` float32 (short-half-life strength sent and
+received in all)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import GraphConfig
+from .fold import dedupe
+from .model import EventKind
+from .store import GraphStore
+from .table import EventTable
+
+DAY = 86_400.0
+_WALK_FLOOR = 0.1
+
+
+@dataclass(frozen=True)
+class ContactConfig:
+    short_half_life_s: float = 7 * DAY
+    long_half_life_s: float = 90 * DAY
+    follow_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.short_half_life_s <= 0 or self.long_half_life_s <= 0:
+            raise ValueError("half-lives must be positive")
+
+
+_EDGE_ARRAYS = ("indices", "out_s", "in_s", "out_n", "in_n", "last", "last_in", "follow", "weight")
+_NODE_ARRAYS = ("degree", "weight_sum", "out_partners", "in_partners", "answered", "last_active", "out_short",
+                "in_short")
+
+
+@dataclass(frozen=True)
+class TwoHop:
+    """2-hop reach of one viewer: ``rows`` int32 ascending (the viewer
+    excluded, direct neighbours included), ``common`` float64 common
+    neighbours, ``aa`` Adamic–Adar, ``waa`` strength-weighted Adamic–Adar."""
+
+    rows: np.ndarray
+    common: np.ndarray
+    aa: np.ndarray
+    waa: np.ndarray
+
+    def lookup(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(common, aa, waa) for each candidate row; 0 where not reached."""
+        cols = [np.zeros(candidates.shape[0], np.float64) for _ in range(3)]
+        n = self.rows.shape[0]
+        if n == 0:
+            return cols[0], cols[1], cols[2]
+        pos = np.minimum(np.searchsorted(self.rows, candidates), n - 1)
+        hit = self.rows[pos] == candidates
+        for col, values in zip(cols, (self.common, self.aa, self.waa)):
+            col[hit] = values[pos[hit]]
+        return cols[0], cols[1], cols[2]
+
+
+class ContactGraph:
+    def __init__(self, arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> None:
+        self.as_of = float(as_of)
+        self.config = config
+        # The last viewer's 2-hop reach and walk: a request asks for both
+        # twice (the sources, then the ranker's features). One slot, replaced
+        # by a single assignment, so concurrent readers see a whole entry.
+        self._memo: tuple[int, TwoHop | None, tuple[np.ndarray, np.ndarray] | None] = (-1, None, None)
+        self.indptr: np.ndarray = arrays["indptr"]
+        for name in _EDGE_ARRAYS + _NODE_ARRAYS:
+            setattr(self, name, arrays[name])
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.indptr.shape[0]) - 1
+
+    # -- construction --------------------------------------------------
+    @staticmethod
+    def build(table: EventTable, store: GraphStore, as_of: float,
+              config: ContactConfig | None = None) -> "ContactGraph":
+        """From the events in ``table`` up to ``as_of`` (interactions) and
+        the store's follow edges; rows are the store's. Duplicated event
+        ids count once; events of users the store does not know (erased)
+        are ignored."""
+        config = config or ContactConfig()
+        n = store.n_rows
+        keep = dedupe(table)
+        kind = table.kind[keep]
+        sel = keep[(kind == EventKind.INTERACTION) & (table.time[keep] <= as_of)]
+        a = store.ids.rows(table.actor[sel]).astype(np.int64)
+        b = store.ids.rows(table.target[sel]).astype(np.int64)
+        t = table.time[sel]
+        w = _weights(store.config, table.detail[sel])
+        ok = (a >= 0) & (b >= 0) & (a != b)
+        if store.erased:
+            erased = np.fromiter(store.erased, np.int64, len(store.erased))
+            ok &= ~np.isin(table.actor[sel], erased) & ~np.isin(table.target[sel], erased)
+        a, b, t, w = a[ok], b[ok], t[ok], w[ok]
+        age = np.maximum(as_of - t, 0.0)
+        s_short = w * np.exp2(-age / config.short_half_life_s)
+        s_long = w * np.exp2(-age / config.long_half_life_s)
+        # Directed pair statistics.
+        key = a * n + b
+        uniq, inv = np.unique(key, return_inverse=True)
+        d_short = np.bincount(inv, s_short, uniq.shape[0])
+        d_long = np.bincount(inv, s_long, uniq.shape[0])
+        d_count = np.bincount(inv, None, uniq.shape[0]).astype(np.float64)
+        d_last = np.zeros(uniq.shape[0])
+        np.maximum.at(d_last, inv, t)
+        f_out, _ = store.follows.base()
+        fs, fd = f_out.edges()
+        f_key = np.unique(fs.astype(np.int64) * n + fd)
+        # Undirected entries: every directed pair and every follow, both sides.
+        all_dir = np.union1d(uniq, f_key)
+        src, dst = all_dir // max(n, 1), all_dir % max(n, 1)
+        ent = np.unique(np.concatenate([src * n + dst, dst * n + src]))
+        rows, cols = ent // max(n, 1), ent % max(n, 1)
+        m = ent.shape[0]
+
+        def directed(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+            pos = np.searchsorted(uniq, keys)
+            pos = np.minimum(pos, max(uniq.shape[0] - 1, 0))
+            hit = (uniq[pos] == keys) if uniq.shape[0] else np.zeros(keys.shape[0], bool)
+            out = np.zeros(keys.shape[0], np.float64)
+            out[hit] = values[pos[hit]]
+            return out
+
+        fwd = rows * n + cols
+        rev = cols * n + rows
+        out_s = np.stack([directed(fwd, d_short), directed(fwd, d_long)], axis=1).astype(np.float32)
+        in_s = np.stack([directed(rev, d_short), directed(rev, d_long)], axis=1).astype(np.float32)
+        out_n = directed(fwd, d_count).astype(np.float32)
+        in_n = directed(rev, d_count).astype(np.float32)
+        last_in = directed(rev, d_last)
+        last = np.maximum(directed(fwd, d_last), last_in)
+        follow = (np.isin(fwd, f_key).astype(np.uint8) | (np.isin(rev, f_key).astype(np.uint8) << 1))
+        weight = (np.log1p(out_s[:, 1].astype(np.float64) + in_s[:, 1])
+                  + config.follow_weight * ((follow & 1) + ((follow >> 1) & 1)) / 2.0).astype(np.float32)
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=n)[:n], out=indptr[1:])
+        degree = np.diff(indptr).astype(np.int32)
+        row_ids = rows.astype(np.int64)
+        arrays = {
+            "indptr": indptr, "indices": cols.astype(np.int32), "out_s": out_s, "in_s": in_s,
+            "out_n": out_n, "in_n": in_n, "last": last, "last_in": last_in, "follow": follow,
+            "weight": weight, "degree": degree,
+            "weight_sum": np.bincount(row_ids, weight.astype(np.float64), n).astype(np.float32),
+            "out_partners": np.bincount(row_ids, out_n > 0, n).astype(np.int32),
+            "in_partners": np.bincount(row_ids, in_n > 0, n).astype(np.int32),
+            "answered": np.bincount(row_ids, (out_n > 0) & (in_n > 0), n).astype(np.int32),
+            "last_active": _group_max(row_ids, last, n),
+            "out_short": np.bincount(row_ids, out_s[:, 0].astype(np.float64), n).astype(np.float32),
+            "in_short": np.bincount(row_ids, in_s[:, 0].astype(np.float64), n).astype(np.float32),
+        }
+        assert arrays["indices"].shape[0] == m
+        return ContactGraph(arrays, as_of, config)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in ("indptr",) + _EDGE_ARRAYS + _NODE_ARRAYS}
+
+    @staticmethod
+    def from_arrays(arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> "ContactGraph":
+        return ContactGraph(arrays, as_of, config)
+
+    # -- queries -------------------------------------------------------
+    def span(self, row: int) -> tuple[int, int]:
+        if row < 0 or row >= self.n_rows:
+            return 0, 0
+        return int(self.indptr[row]), int(self.indptr[row + 1])
+
+    def neighbours(self, row: int) -> np.ndarray:
+        start, end = self.span(row)
+        return self.indices[start:end]
+
+    def pair_positions(self, row: int, candidates: np.ndarray) -> np.ndarray:
+        """Entry offset of (row, candidate) per candidate, -1 if not in touch."""
+        start, end = self.span(row)
+        if start == end:
+            return np.full(candidates.shape[0], -1, np.int64)
+        nbrs = self.indices[start:end]
+        pos = np.minimum(np.searchsorted(nbrs, candidates), end - start - 1)
+        return np.where(nbrs[pos] == candidates, start + pos, -1)
+
+    def two_hop(self, row: int) -> TwoHop:
+        """``_two_hop`` of the row, remembered for the next call."""
+        memo_row, hop, walked = self._memo
+        if memo_row == row and hop is not None:
+            return hop
+        hop = self._two_hop(row)
+        self._memo = (row, hop, walked if memo_row == row else None)
+        return hop
+
+    def walk(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``_walk`` of the row with the default parameters, remembered."""
+        memo_row, hop, walked = self._memo
+        if memo_row == row and walked is not None:
+            return walked
+        walked = self._walk(row)
+        self._memo = (row, hop if memo_row == row else None, walked)
+        return walked
+
+    def recent_walk(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The walk along recent ties (short half-life); not remembered."""
+        return self._walk(row, recent=True)
+
+    def _two_hop(self, row: int, max_fanout: int = 2000) -> TwoHop:
+        """Everyone two hops from ``row`` with common-neighbour, Adamic–Adar
+        and strength-weighted Adamic–Adar scores. A neighbour with more than
+        ``max_fanout`` contacts contributes little to Adamic–Adar and costs
+        much: only the viewer's strongest ties' lists are read in full and
+        hubs are sampled to their first ``max_fanout`` entries."""
+        start, end = self.span(row)
+        if start == end:
+            empty = np.zeros(0)
+            return TwoHop(np.zeros(0, np.int32), empty, empty, empty)
+        nbrs = self.indices[start:end].astype(np.int64)
+        w_uz = self.weight[start:end].astype(np.float64)
+        starts = self.indptr[nbrs]
+        lengths = np.minimum(self.indptr[nbrs + 1] - starts, max_fanout)
+        total = int(lengths.sum())
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(total)
+        reach = self.indices[offsets]
+        w_zv = self.weight[offsets].astype(np.float64)
+        deg = self.degree[nbrs].astype(np.float64)
+        inv_log_deg = np.repeat(1.0 / np.log(np.maximum(deg, 2.0)), lengths)
+        inv_log_sum = np.repeat(1.0 / np.log(2.0 + self.weight_sum[nbrs].astype(np.float64)), lengths)
+        w_rep = np.repeat(w_uz, lengths)
+        keep = reach != row
+        reach, w_zv, inv_log_deg, inv_log_sum, w_rep = (
+            reach[keep], w_zv[keep], inv_log_deg[keep], inv_log_sum[keep], w_rep[keep])
+        rows, inv = np.unique(reach, return_inverse=True)
+        size = rows.shape[0]
+        return TwoHop(
+            rows.astype(np.int32),
+            np.bincount(inv, None, size).astype(np.float64),
+            np.bincount(inv, inv_log_deg, size),
+            np.bincount(inv, np.sqrt(w_rep * w_zv) * inv_log_sum, size),
+        )
+
+    def _walk(self, row: int, steps: int = 3, alpha: float = 0.85, keep: int = 5000,
+             max_fanout: int = 2000, recent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A truncated personalised PageRank from ``row``: the mass a walk
+        that continues with probability ``alpha`` puts on each user within
+        ``steps`` hops, moving along ties in proportion to their weight
+        (plus a floor, so an old tie still leads somewhere). Each step keeps
+        the ``keep`` heaviest users and reads at most ``max_fanout``
+        entries per user, so the cost is bounded on any graph. Returns
+        (rows int32 ascending, scores float64); the viewer excluded. With
+        ``recent`` a tie weighs by its short-half-life strength instead."""
+        nodes = np.array([row], np.int64)
+        mass = np.array([1.0])
+        found: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        if not 0 <= row < self.n_rows:
+            return np.zeros(0, np.int32), np.zeros(0)
+        for _ in range(steps):
+            starts = self.indptr[nodes]
+            lengths = np.minimum(self.indptr[nodes + 1] - starts, max_fanout)
+            total = int(lengths.sum())
+            if total == 0:
+                break
+            offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(total)
+            if recent:
+                w = np.log1p(self.out_s[offsets, 0].astype(np.float64) + self.in_s[offsets, 0]) + _WALK_FLOOR
+            else:
+                w = self.weight[offsets].astype(np.float64) + _WALK_FLOOR
+            out_sum = np.bincount(np.repeat(np.arange(nodes.shape[0]), lengths), w, nodes.shape[0])
+            step_mass = np.repeat(mass / np.maximum(out_sum, 1e-12), lengths) * w * alpha
+            nodes, inv = np.unique(self.indices[offsets].astype(np.int64), return_inverse=True)
+            mass = np.bincount(inv, step_mass, nodes.shape[0])
+            if nodes.shape[0] > keep:
+                top = np.sort(np.argpartition(-mass, keep)[:keep])
+                nodes, mass = nodes[top], mass[top]
+            found.append(nodes)
+            scores.append(mass)
+        if not found:
+            return np.zeros(0, np.int32), np.zeros(0)
+        rows, inv = np.unique(np.concatenate(found), return_inverse=True)
+        total_mass = np.bincount(inv, np.concatenate(scores), rows.shape[0])
+        keep_rows = rows != row
+        return rows[keep_rows].astype(np.int32), total_mass[keep_rows]
+
+    def unanswered_inbound(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """People who interacted with ``row`` and never got an answer:
+        (rows int32, long-half-life strength float64, newest inbound time
+        float64), by row."""
+        start, end = self.span(row)
+        sel = (self.in_n[start:end] > 0) & (self.out_n[start:end] == 0)
+        return (self.indices[start:end][sel], self.in_s[start:end, 1][sel].astype(np.float64),
+                self.last_in[start:end][sel])
+
+
+def _weights(config: GraphConfig, detail: np.ndarray) -> np.ndarray:
+    table = np.zeros(int(detail.max(initial=0)) + 1, np.float64)
+    for t, w in config.weights.items():
+        if int(t) < table.shape[0]:
+            table[int(t)] = w
+    return table[detail.astype(np.int64)]
+
+
+def _group_max(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, np.float64)
+    np.maximum.at(out, groups, values)
+    return out

@@ -1,0 +1,158 @@
+"""Embeddings, the contact graph's 2-hop scores and filtered vector search."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from graph.ann import VectorSearch, build_index
+from graph.clock import ManualClock
+from graph.config import GraphConfig
+from graph.contacts import ContactGraph
+from graph.embedding import EmbeddingConfig, embed
+from graph.fold import fold
+from graph.ranking import before
+from graph.store import GraphStore
+from tests.temporal_support import temporal_messages
+
+
+@pytest.fixture(scope="module")
+def history() -> tuple[GraphStore, ContactGraph, float]:
+    table = temporal_messages().table
+    cut = float(np.quantile(table.time, 0.8))
+    past = before(table, cut)
+    store = fold(past, GraphConfig(), ManualClock(cut))
+    return store, ContactGraph.build(past, store, cut), cut
+
+
+class TestEmbedding:
+    def test_same_seed_same_bits(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """Two runs with one seed give bit-identical vectors."""
+        store, _, cut = history
+        a = embed(store, EmbeddingConfig(dim=16, seed=11), now=cut)
+        b = embed(store, EmbeddingConfig(dim=16, seed=11), now=cut)
+        assert a.dtype == np.float32 and a.shape == (store.n_rows, 16)
+        assert a.tobytes() == b.tobytes()
+
+    def test_unit_norm_or_zero(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """Every vector is unit length, or zero for a user without edges."""
+        store, _, cut = history
+        v = embed(store, EmbeddingConfig(dim=16), now=cut)
+        norms = np.linalg.norm(v, axis=1)
+        assert np.all((np.abs(norms - 1) < 1e-4) | (norms == 0))
+
+
+class TestContactGraph:
+    def test_two_hop_matches_networkx(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """Common neighbours and Adamic–Adar agree with networkx on the
+        undirected contact graph."""
+        _, contacts, _ = history
+        g = nx.Graph()
+        g.add_nodes_from(range(contacts.n_rows))
+        for u in range(contacts.n_rows):
+            g.add_edges_from((u, int(v)) for v in contacts.neighbours(u))
+        for u in (0, 5, 17):
+            hop = contacts.two_hop(u)
+            for v, cn, aa in zip(hop.rows.tolist(), hop.common.tolist(), hop.aa.tolist()):
+                assert cn == len(list(nx.common_neighbors(g, u, v)))
+                expected = sum(1 / np.log(max(g.degree(z), 2)) for z in nx.common_neighbors(g, u, v))
+                assert aa == pytest.approx(expected)
+
+    def test_unanswered_inbound(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """Unanswered inbound are exactly those who wrote to the user and got
+        nothing back, by the store's own interactions."""
+        store, contacts, cut = history
+        for u in range(0, store.n_rows, 7):
+            rows, _, _ = contacts.unanswered_inbound(u)
+            inbound, _, _ = store.inbound_interactions(u, cut)
+            sent, _, _ = store.interaction_partners(u, cut)
+            assert sorted(rows.tolist()) == sorted(set(inbound.tolist()) - set(sent.tolist()))
+
+
+class TestVectorSearch:
+    def test_filtered_search_skips_excluded(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """Excluded rows never come back and the k best others still do:
+        the answer equals the unfiltered list with the excluded removed."""
+        store, _, cut = history
+        v = embed(store, EmbeddingConfig(dim=16), now=cut)
+        search = VectorSearch(v, build_index(v))
+        row = int(np.flatnonzero(np.linalg.norm(v, axis=1) > 0)[0])
+        full, _ = search.neighbours(row, store.n_rows)
+        exclude = full[:15]
+        rows, scores = search.neighbours(row, 10, exclude=exclude)
+        assert rows.shape[0] == 10 and not np.isin(rows, exclude).any()
+        assert rows.tolist() == full[15:25].tolist()
+        assert np.all(np.diff(scores) <= 1e-6)
+
+    def test_excluding_everything_returns_empty(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        store, _, cut = history
+        v = embed(store, EmbeddingConfig(dim=16), now=cut)
+        search = VectorSearch(v, build_index(v))
+        row = int(np.flatnonzero(np.linalg.norm(v, axis=1) > 0)[0])
+        rows, _ = search.neighbours(row, 5, exclude=np.arange(store.n_rows))
+        assert rows.shape[0] == 0
+
+
+class TestFoldIn:
+    @pytest.fixture()
+    def search(self, history: tuple[GraphStore, ContactGraph, float]) -> VectorSearch:
+        store, _, cut = history
+        v = embed(store, EmbeddingConfig(dim=16), now=cut)
+        return VectorSearch(v, build_index(v))
+
+    def test_new_user_gets_the_mean_and_is_found(self, search: VectorSearch) -> None:
+        """A user folded in from one neighbour gets that neighbour's
+        direction and at once comes back from the neighbour's search."""
+        new = search.vectors.shape[0] + 3
+        anchor = int(np.flatnonzero(np.linalg.norm(search.vectors, axis=1) > 0)[0])
+        assert search.fold_in(new, np.array([anchor]))
+        vec = search.vector(new)
+        assert vec is not None and np.allclose(vec, search.vectors[anchor], atol=1e-6)
+        rows, scores = search.neighbours(anchor, 5)
+        assert rows[0] == new and scores[0] == pytest.approx(1.0, abs=1e-5)
+        own, _ = search.neighbours(new, 5)
+        assert own[0] == anchor and new not in own.tolist()
+
+    def test_weighted_mean(self, search: VectorSearch) -> None:
+        live = np.flatnonzero(np.linalg.norm(search.vectors, axis=1) > 0)[:2]
+        new = search.vectors.shape[0]
+        assert search.fold_in(new, live, np.array([3.0, 1.0]))
+        expected = 3 * search.vectors[live[0]].astype(np.float64) + search.vectors[live[1]]
+        np.testing.assert_allclose(search.vector(new), expected / np.linalg.norm(expected), atol=1e-6)
+
+    def test_no_neighbour_vector(self, search: VectorSearch) -> None:
+        new = search.vectors.shape[0]
+        assert not search.fold_in(new, np.array([new + 10]))
+        assert search.vector(new) is None and search.neighbours(new, 5)[0].shape[0] == 0
+
+    def test_hidden_rows_never_returned(self, search: VectorSearch) -> None:
+        """Hiding (erased, banned, suspended) takes effect on the next search,
+        folded-in rows included."""
+        anchor = int(np.flatnonzero(np.linalg.norm(search.vectors, axis=1) > 0)[0])
+        new = search.vectors.shape[0]
+        search.fold_in(new, np.array([anchor]))
+        before, _ = search.neighbours(anchor, 10)
+        search.hide(before[:4])
+        after, _ = search.neighbours(anchor, 10)
+        assert after.shape[0] == 10 and not np.isin(after, before[:4]).any()
+        assert after[:6].tolist() == before[4:].tolist()
+
+    def test_fold_in_from_the_store(self, search: VectorSearch) -> None:
+        """A user who first appears after the snapshot (a follow and a
+        message) is folded in from the live store."""
+        from graph.model import Event, EventKind
+        from graph.retrieval import fold_in_user
+
+        table = temporal_messages().table
+        cut = float(np.quantile(table.time, 0.8))
+        store = fold(before(table, cut), GraphConfig(), ManualClock(cut))  # the fixture's, but ours to change
+        known = [store.ids.ext_of(r) for r in np.flatnonzero(np.linalg.norm(search.vectors, axis=1) > 0)[:2]]
+        new_id = 10_000
+        store.apply(Event("fi-1", cut + 1, EventKind.FOLLOW, new_id, known[0]))
+        store.apply(Event("fi-2", cut + 2, EventKind.INTERACTION, new_id, known[1], detail=1))
+        row = store.row(new_id)
+        assert row >= search.vectors.shape[0]
+        assert fold_in_user(search, store, row, cut + 3)
+        rows, _ = search.neighbours(row, 3)
+        assert set(rows.tolist()) & {store.row(k) for k in known}
