@@ -12,14 +12,28 @@ from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc
 from graph.errors import SnapshotError, WalError, WalGapError
 
 from ..hot_swap import Swapped
+from ..safety.policy import PolicyError, PolicyHolder
 from ..status import abort, invalid_argument
 
 log = logging.getLogger(__name__)
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, load_snapshot: Callable[[Path], Swapped]) -> None:
+    def __init__(self, load_snapshot: Callable[[Path], Swapped], policy: Callable[[], PolicyHolder]) -> None:
         self._load_snapshot = load_snapshot
+        self._policy = policy
+
+    def ReloadPolicy(self, request: admin_service_pb2.ReloadPolicyRequest,
+                     context: grpc.ServicerContext) -> admin_service_pb2.ReloadPolicyResponse:
+        holder = self._policy()
+        try:
+            policy = holder.reload(Path(request.path) if request.path else None)
+        except PolicyError as err:
+            log.error("policy reload refused, keeping %s: %s", holder.current.version, err)
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                  f"policy refused, {holder.current.version} stays in force: {err}", "POLICY_REFUSED")
+        log.info("policy reloaded", extra={"fields": {"policy_version": policy.version}})
+        return admin_service_pb2.ReloadPolicyResponse(policy_version=policy.version)
 
     def LoadSnapshot(self, request: admin_service_pb2.LoadSnapshotRequest,
                      context: grpc.ServicerContext) -> admin_service_pb2.LoadSnapshotResponse:
