@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python -m tests.bench.graph_bench
 	$(BIN)/python -m tests.bench.durability_bench
 	$(BIN)/python -m tests.bench.serving_bench
+	$(BIN)/python -m tests.bench.retrieval_bench
 
 # Offline evaluation on the temporal data sets in $(DATA) (not part of test).
 eval: install

@@ -81,6 +81,25 @@ class TwoHop:
 
 
 class ContactGraph:
+    indptr: np.ndarray
+    indices: np.ndarray
+    out_s: np.ndarray
+    in_s: np.ndarray
+    out_n: np.ndarray
+    in_n: np.ndarray
+    last: np.ndarray
+    last_in: np.ndarray
+    follow: np.ndarray
+    weight: np.ndarray
+    degree: np.ndarray
+    weight_sum: np.ndarray
+    out_partners: np.ndarray
+    in_partners: np.ndarray
+    answered: np.ndarray
+    last_active: np.ndarray
+    out_short: np.ndarray
+    in_short: np.ndarray
+
     def __init__(self, arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> None:
         self.as_of = float(as_of)
         self.config = config
@@ -88,7 +107,7 @@ class ContactGraph:
         # twice (the sources, then the ranker's features). One slot, replaced
         # by a single assignment, so concurrent readers see a whole entry.
         self._memo: tuple[int, TwoHop | None, tuple[np.ndarray, np.ndarray] | None] = (-1, None, None)
-        self.indptr: np.ndarray = arrays["indptr"]
+        self.indptr = arrays["indptr"]
         for name in _EDGE_ARRAYS + _NODE_ARRAYS:
             setattr(self, name, arrays[name])
 
@@ -137,7 +156,6 @@ class ContactGraph:
         src, dst = all_dir // max(n, 1), all_dir % max(n, 1)
         ent = np.unique(np.concatenate([src * n + dst, dst * n + src]))
         rows, cols = ent // max(n, 1), ent % max(n, 1)
-        m = ent.shape[0]
 
         def directed(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
             pos = np.searchsorted(uniq, keys)
@@ -174,7 +192,6 @@ class ContactGraph:
             "out_short": np.bincount(row_ids, out_s[:, 0].astype(np.float64), n).astype(np.float32),
             "in_short": np.bincount(row_ids, in_s[:, 0].astype(np.float64), n).astype(np.float32),
         }
-        assert arrays["indices"].shape[0] == m
         return ContactGraph(arrays, as_of, config)
 
     def to_arrays(self) -> dict[str, np.ndarray]:

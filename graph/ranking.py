@@ -57,8 +57,15 @@ class RankerTrainingConfig:
     learning_rate: float = 0.05
     min_samples_leaf: int = 40
     l2_regularization: float = 1.0
-    max_users: int = 5_000  # per inner split: bounds the rebuild time on large graphs
+    # Bounds on the rebuild's cost on large graphs: users sampled per inner
+    # split, and examples kept in all (sampled uniformly).
+    max_users: int = 2_000
+    max_examples: int = 150_000
     negatives_per_user: int = 50
+    # The metrics average over users: weighting a user's examples by
+    # 1/sqrt(their count) keeps the users with many new contacts from
+    # drowning out the rest (1/count over-corrects on small data).
+    user_weight_power: float = 0.5
     seed: int = 7
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
@@ -227,7 +234,19 @@ def training_data(table: EventTable, as_of: float, graph_config: GraphConfig, co
     if not xs:
         return None
     groups = np.repeat(np.arange(len(ys)), [y.shape[0] for y in ys])
-    return TrainingData(np.concatenate(xs), np.concatenate(ys), groups, users, cuts)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if y.shape[0] > config.max_examples:
+        keep = np.sort(rng.choice(y.shape[0], config.max_examples, replace=False))
+        x, y, groups = x[keep], y[keep], groups[keep]
+    return TrainingData(x, y, groups, users, cuts)
+
+
+def user_weights(data: TrainingData, config: RankerTrainingConfig) -> np.ndarray:
+    """Per example: 1 / (its user's example count) ** user_weight_power,
+    scaled to mean 1. Shape (n,) float64."""
+    counts = np.bincount(data.groups)[data.groups].astype(np.float64)
+    weight = counts ** -config.user_weight_power
+    return weight / weight.mean()
 
 
 def fit(data: TrainingData, config: RankerTrainingConfig) -> RankingModel | None:
@@ -244,7 +263,7 @@ def fit(data: TrainingData, config: RankerTrainingConfig) -> RankingModel | None
         scale = data.x.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)
         lr = LogisticRegression(C=1.0, max_iter=2000)
-        lr.fit((data.x - mean) / scale, y)
+        lr.fit((data.x - mean) / scale, y, sample_weight=user_weights(data, config))
         return RankingModel({
             "format": MODEL_FORMAT, "kind": "logistic", "features": list(FEATURES),
             "mean": mean.tolist(), "scale": scale.tolist(), "coef": lr.coef_[0].tolist(),
@@ -256,7 +275,7 @@ def fit(data: TrainingData, config: RankerTrainingConfig) -> RankingModel | None
         max_iter=config.n_estimators, learning_rate=config.learning_rate, max_leaf_nodes=config.max_leaf_nodes,
         min_samples_leaf=config.min_samples_leaf, l2_regularization=config.l2_regularization,
         early_stopping=False, random_state=config.seed)
-    gbt.fit(data.x, y)
+    gbt.fit(data.x, y, sample_weight=user_weights(data, config))
     # scikit-learn keeps the fitted trees in ``_predictors`` (one list per
     # iteration); a test checks our scorer against decision_function.
     trees = []

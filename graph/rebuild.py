@@ -119,7 +119,14 @@ def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = No
                          contact)
     timings["ranker"] = time.perf_counter() - t
     t = time.perf_counter()
-    manifest = write_snapshot(store, vectors, index, out_dir, extra={
+    # The learned ranker's features come from the contact graph as of the
+    # snapshot: it travels with the snapshot so serving uses the model.
+    contacts = ContactGraph.build(table, store, as_of, contact)
+    timings["contacts"] = time.perf_counter() - t
+    t = time.perf_counter()
+    manifest = write_snapshot(store, vectors, index, out_dir, arrays={
+        f"contacts.{name}": values for name, values in contacts.to_arrays().items()}, extra={
+        "contacts_as_of": as_of,
         "sources": [str(p) for p in paths],
         "embedding_config": (embedding or EmbeddingConfig()).__dict__,
         "contact_config": contact.__dict__,

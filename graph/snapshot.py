@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "embeddings.npy"
 EVENT_IDS = "event_ids"
+EXTRA_PREFIX = "extra."
 
 
 @dataclass
@@ -46,6 +47,9 @@ class Snapshot:
     vectors: np.ndarray
     index: faiss.Index
     manifest: dict[str, Any]
+    # Arrays other parts of the system store with the snapshot (the learned
+    # ranker's contact graph), by name; memory-mapped.
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def snapshot_id(self) -> str:
@@ -91,8 +95,10 @@ def store_arrays(store: GraphStore) -> dict[str, np.ndarray]:
 
 
 def write_snapshot(store: GraphStore, vectors: np.ndarray, index: faiss.Index, out_dir: Path,
-                   *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write a snapshot to ``out_dir`` atomically (replacing any old one)."""
+                   *, extra: dict[str, Any] | None = None,
+                   arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Write a snapshot to ``out_dir`` atomically (replacing any old one).
+    ``arrays`` are stored as ``extra.<name>.npy``, checksummed like the rest."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{threading.get_ident()}"
@@ -106,6 +112,8 @@ def write_snapshot(store: GraphStore, vectors: np.ndarray, index: faiss.Index, o
             np.save(path, np.ascontiguousarray(values), allow_pickle=False)
         np.save(tmp / VECTORS_FILE, np.ascontiguousarray(vectors, np.float32), allow_pickle=False)
         save_index(index, tmp / INDEX_FILE)
+        for name, values in (arrays or {}).items():
+            np.save(tmp / f"{EXTRA_PREFIX}{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
         for path in sorted(tmp.iterdir()):
             files[path.name] = _sha256(path)
         stats = store.degree_stats()
@@ -232,4 +240,8 @@ def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: 
         index = load_index(directory / INDEX_FILE)
     except RuntimeError as err:
         raise SnapshotError(f"{directory}: {INDEX_FILE} unreadable: {err}") from None
-    return Snapshot(store, vectors, index, manifest)
+    extras = {
+        name.removeprefix(EXTRA_PREFIX).removesuffix(".npy"): arr(name.removesuffix(".npy"))
+        for name in manifest["files"] if name.startswith(EXTRA_PREFIX)
+    }
+    return Snapshot(store, vectors, index, manifest, extras)

@@ -11,6 +11,8 @@ from pathlib import Path
 from graph.ann import VectorSearch
 from graph.clock import Clock
 from graph.config import GraphConfig
+from graph.contacts import ContactConfig, ContactGraph
+from graph.ranking import RankingModel
 from graph.snapshot import Snapshot, read_snapshot
 from graph.store import GraphStore
 
@@ -53,7 +55,7 @@ class ServingState:
         loaded = time.perf_counter()
         replayed = replay(wal_dir, snapshot.store) if wal_dir is not None else None
         search = VectorSearch(snapshot.vectors, snapshot.index)
-        state = ServingState(snapshot, Pipeline(snapshot.store, search, safety=safety), replayed)
+        state = ServingState(snapshot, pipeline_for(snapshot, search, safety), replayed)
         log.info("loaded snapshot %s (watermark %d) in %.2fs; replayed %d WAL events in %.2fs, watermark %d",
                  snapshot.snapshot_id, int(snapshot.manifest["watermark"]), loaded - started,
                  replayed.events if replayed else 0, time.perf_counter() - loaded, snapshot.store.watermark)
@@ -62,6 +64,19 @@ class ServingState:
     @property
     def safety(self) -> SafetyEngine:
         return self.pipeline.safety
+
+
+def pipeline_for(snapshot: Snapshot, search: VectorSearch, safety: SafetyEngine | None) -> Pipeline:
+    """The learned ranker when the snapshot carries a model and its contact
+    graph; the linear ranker otherwise (older snapshots, short histories)."""
+    model_json = snapshot.manifest.get("ranker_model")
+    contact_arrays = {k.removeprefix("contacts."): v for k, v in snapshot.arrays.items() if k.startswith("contacts.")}
+    model = contacts = None
+    if model_json and contact_arrays and "contacts_as_of" in snapshot.manifest:
+        config = ContactConfig(**snapshot.manifest.get("contact_config", {}))
+        contacts = ContactGraph.from_arrays(contact_arrays, float(snapshot.manifest["contacts_as_of"]), config)
+        model = RankingModel.from_json(model_json)
+    return Pipeline.of(snapshot.store, search, contacts, model, safety=safety)
 
 
 def open_serving(config: ServerConfig, clock: Clock, safety: SafetyEngine | None = None) -> tuple[ServingState, Journal]:

@@ -13,7 +13,7 @@ from graph.config import GraphConfig
 from graph.contacts import ContactConfig
 from graph.embedding import EmbeddingConfig
 from graph.model import Surface
-from graph.ranking import ModelError, RankerTrainingConfig, RankingModel, fit, training_data
+from graph.ranking import ModelError, RankerTrainingConfig, RankingModel, fit, training_data, user_weights
 from graph.rebuild import Built, build
 from service.pipeline import Pipeline
 from service.pipeline.ranker import LearnedRanker, LinearRanker
@@ -70,7 +70,8 @@ class TestTraining:
         reference = HistGradientBoostingClassifier(
             max_iter=FAST.n_estimators, learning_rate=FAST.learning_rate, max_leaf_nodes=FAST.max_leaf_nodes,
             min_samples_leaf=FAST.min_samples_leaf, l2_regularization=FAST.l2_regularization,
-            early_stopping=False, random_state=FAST.seed).fit(data.x, data.y)
+            early_stopping=False, random_state=FAST.seed).fit(data.x, data.y,
+                                                              sample_weight=user_weights(data, FAST))
         np.testing.assert_allclose(model.score(data.x), reference.decision_function(data.x), rtol=0, atol=1e-9)
 
     def test_logistic_model_round_trips(self, dataset_and_cut: tuple[object, float]) -> None:

@@ -210,15 +210,19 @@ class TestSuggestContacts:
 
     def test_share_sheet_puts_existing_contacts_first(self, channel: grpc.Channel,
                                                       tiny_network: TinyNetwork) -> None:
-        """On the share sheet the viewer's contacts come first, strongest
-        first, marked RECENT_CONTACT; the new contacts follow."""
+        """On the share sheet the viewer's conversations come first (people
+        the viewer messaged, marked RECENT_CONTACT, and people who messaged
+        the viewer), the most frequent first; the new contacts follow."""
         net = tiny_network
         response = suggest(channel, net.viewer, surface=SHARE)
         got = ids(response)
-        assert got[:3] == list(net.viewer_friends)
-        for s in response.suggestions[:3]:
-            assert R.Value("SUGGESTION_REASON_RECENT_CONTACT") in s.reasons
-        assert set(got[3:]) == set(net.safe_for_viewer)
+        conversations = set(net.viewer_friends) | set(net.messaged_viewer)
+        assert set(got[: len(conversations)]) == conversations
+        assert got[0] == net.viewer_friends[0]
+        for s in response.suggestions:
+            if s.user_id in net.viewer_friends:
+                assert R.Value("SUGGESTION_REASON_RECENT_CONTACT") in s.reasons
+        assert set(got[len(conversations):]) == set(net.safe_for_viewer) - conversations
 
     def test_unspecified_surface_means_new_contacts(self, channel: grpc.Channel,
                                                     tiny_network: TinyNetwork) -> None:

@@ -5,7 +5,7 @@ Deterministic: ties go to the lower user id."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np

@@ -46,7 +46,7 @@ import numpy as np
 
 from contactgraph.v1 import safety_service_pb2, suggestion_service_pb2, surface_pb2
 
-from .serving_snapshot import CACHE, ensure_snapshot
+from .serving_snapshot import ensure_snapshot
 
 PY = sys.executable
 GIB = 1 << 30
