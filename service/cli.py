@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -187,6 +188,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"generating a synthetic network of {spec.n_users} users (seed {spec.seed}) in {out}")
     paths = write_demo_logs(generate_network(spec), out / "logs")
     report = rebuild(paths, snapshot)
+    stale_wal = out / "wal"
+    if stale_wal.exists():
+        # The new snapshot starts a new history: the old demo log no longer
+        # continues it and would be refused at start-up.
+        shutil.rmtree(stale_wal)
+        print(f"removed the previous demo's write-ahead log {stale_wal}")
     _print_report(report)
     print("\nwhen the server is up, in another terminal:\n"
           "  .venv/bin/contactgraph probe suggest 1\n"
