@@ -689,3 +689,20 @@ class TestIneligibleViewers:
         assert ranked.user_ids.shape[0] == 0
         assert ranked.ineligible is not None and ranked.ineligible.name == reason
         assert not h.world.viewer_may_receive(viewer)
+
+
+class TestImpressionLedgerMemory:
+    def test_sweep_forgets_what_no_window_reads(self) -> None:
+        """The ledger forgets impressions older than its retention, so its
+        memory follows the window's traffic, not the process's age; recent
+        impressions survive the sweep and still fatigue."""
+        import numpy as np
+
+        from service.safety.exposure import ImpressionLedger
+
+        ledger = ImpressionLedger(retention_s=DAY, sweep_every=10)
+        ledger.record(1, [2, 3, 4], [[], [], []], 0.0)
+        ledger.record(1, [5], [[]], 2 * DAY)
+        ledger.record(6, list(range(100, 110)), [[]] * 10, 2 * DAY)  # triggers a sweep
+        assert ledger.size() == 11
+        assert ledger.fatigued(6, np.array([100, 200]), 1, DAY, 2 * DAY).tolist() == [True, False]

@@ -14,9 +14,15 @@ DAY = 86400.0
 
 
 class ImpressionLedger:
-    def __init__(self, keep: int = 16) -> None:
+    def __init__(self, keep: int = 16, retention_s: float = 8 * DAY, sweep_every: int = 200_000) -> None:
         self._lock = threading.Lock()
         self._keep = keep
+        # Impressions older than every window that reads them are forgotten
+        # in a sweep every ``sweep_every`` recorded impressions, so memory is
+        # bounded by the traffic of the window, not of the process's life.
+        self._retention_s = retention_s
+        self._sweep_every = sweep_every
+        self._since_sweep = 0
         self._shown: dict[int, dict[int, deque[float]]] = defaultdict(dict)
         self._exposure: dict[int, tuple[int, int]] = {}  # candidate -> (day, count)
         self._by_reason: dict[int, dict[tuple[int, str], int]] = defaultdict(lambda: defaultdict(int))
@@ -36,15 +42,45 @@ class ImpressionLedger:
                 self._exposure[c] = (day, n + 1 if d == day else 1)
                 for r in rs:
                     self._by_reason[viewer][(day, r)] += 1
+            self._since_sweep += len(candidates)
+            if self._since_sweep >= self._sweep_every:
+                self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Drop what no window can read any more; caller holds the lock."""
+        self._since_sweep = 0
+        horizon = now - max(self._retention_s, 0.0)
+        for viewer in list(self._shown):
+            shown = self._shown[viewer]
+            for c in [c for c, times in shown.items() if times[-1] < horizon]:
+                del shown[c]
+            if not shown:
+                del self._shown[viewer]
+        today = int(now // DAY)
+        for c in [c for c, (d, _) in self._exposure.items() if d < today]:
+            del self._exposure[c]
+        first_day = int(horizon // DAY)
+        for viewer in list(self._by_reason):
+            counts = self._by_reason[viewer]
+            for key in [k for k in counts if k[0] < first_day]:
+                del counts[key]
+            if not counts:
+                del self._by_reason[viewer]
+
+    def size(self) -> int:
+        """Pairs remembered (for tests and metrics)."""
+        with self._lock:
+            return sum(len(d) for d in self._shown.values())
 
     def fatigued(self, viewer: int, candidates: np.ndarray, max_impressions: int, window_s: float,
                  now: float) -> np.ndarray:
         out = np.zeros(candidates.shape[0], bool)
         # Remember enough impressions per pair for the policy in force (a
         # pair shown more often than we keep would never look fatigued).
-        if max_impressions > self._keep:
+        if max_impressions > self._keep or window_s > self._retention_s:
             with self._lock:
                 self._keep = max(self._keep, max_impressions)
+                self._retention_s = max(self._retention_s, window_s)
         shown = self._shown.get(viewer)
         if not shown:
             return out
