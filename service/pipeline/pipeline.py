@@ -82,6 +82,16 @@ class Pipeline:
             ranker = LearnedRanker(model, contacts, search.vectors)
         return Pipeline(store, search, ranker, max_candidates, safety, contacts=contacts, retrieval=retrieval)
 
+    def _mutual_friend_counts(self, row: int, rows: np.ndarray) -> np.ndarray:
+        """Friends in common with the viewer for each row (int64)."""
+        fof, counts = self.store.friends_of_friends(row)
+        out = np.zeros(rows.shape[0], np.int64)
+        if fof.shape[0]:
+            pos = np.minimum(np.searchsorted(fof, rows), fof.shape[0] - 1)
+            hit = fof[pos] == rows
+            out[hit] = counts[pos[hit]]
+        return out
+
     def suggest(self, user_id: int, surface: Surface, now: float | None = None) -> Ranked:
         now = self.store.clock.now() if now is None else now
         surface = Surface.NEW_CONTACTS if surface == Surface.UNSPECIFIED else surface
@@ -106,15 +116,20 @@ class Pipeline:
         scores = self.ranker.rank_scores(row, candidates, surface, now)
         user_ids = self.store.ids.ext(candidates.rows)
         order = self.ranker.order(scores, user_ids)[: self.max_candidates]
+        mutual = self._mutual_friend_counts(row, candidates.rows[order])
         reason_of = {r.name: r.reason for r in results}
-        reasons = [
-            [reason_of[name] for name, found in candidates.found_by.items() if found[i]]
-            for i in order.tolist()
-        ]
-        mutual = candidates.features.get("friends_of_friends", np.zeros(len(candidates)))[order]
+        reasons = []
+        for rank, i in enumerate(order.tolist()):
+            # One entry per reason (two sources may share one), and "mutual
+            # friends" only when there are some (a contact-graph source can
+            # find people through message partners who are not friends).
+            found = dict.fromkeys(reason_of[name] for name, hit in candidates.found_by.items() if hit[i])
+            if mutual[rank] == 0:
+                found.pop(SuggestionReason.MUTUAL_FRIENDS, None)
+            reasons.append(list(found))
         counts["ranked"] = int(order.shape[0])
         record_counts(counts)  # per-source and per-reason metrics of a served call
-        return Ranked(user_ids[order], scores[order], reasons, mutual.astype(np.int64), None, counts)
+        return Ranked(user_ids[order], scores[order], reasons, mutual, None, counts)
 
 
 def default_safety(store: GraphStore) -> SafetyEngine:
