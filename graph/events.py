@@ -28,7 +28,7 @@ from .model import (
 DEFAULT_MAX_FUTURE_S = 3600.0
 MAX_EVENT_ID_LEN = 128
 
-_EDGE_KINDS = {
+EDGE_KINDS = {
     "follow": EventKind.FOLLOW,
     "unfollow": EventKind.UNFOLLOW,
     "block": EventKind.BLOCK,
@@ -36,7 +36,7 @@ _EDGE_KINDS = {
     "mute": EventKind.MUTE,
     "unmute": EventKind.UNMUTE,
 }
-_KIND_FIELD = {kind: name for name, kind in _EDGE_KINDS.items()} | {
+_KIND_FIELD = {kind: name for name, kind in EDGE_KINDS.items()} | {
     EventKind.REPORT: "report",
     EventKind.DISMISS: "dismiss",
     EventKind.INTERACTION: "interaction",
@@ -132,8 +132,8 @@ def event_from_proto(msg: pb.GraphEvent, now: float, max_future_s: float = DEFAU
     when = event_time(stamp, now, max_future_s)
     body = getattr(msg, which)
     event: Event
-    if which in _EDGE_KINDS:
-        event = Event(msg.event_id, when, _EDGE_KINDS[which], body.actor_id, body.target_id)
+    if which in EDGE_KINDS:
+        event = Event(msg.event_id, when, EDGE_KINDS[which], body.actor_id, body.target_id)
     elif which == "report":
         event = Event(msg.event_id, when, EventKind.REPORT, body.actor_id, body.target_id, body.category)
     elif which == "dismiss":
@@ -172,7 +172,7 @@ def event_to_proto(event: Event) -> pb.GraphEvent:
     stamp.FromNanoseconds(int(round(event.time * 1e9)))
     msg.event_time.CopyFrom(stamp)
     kind = event.kind
-    if kind in _KIND_FIELD and _KIND_FIELD[kind] in _EDGE_KINDS:
+    if kind in _KIND_FIELD and _KIND_FIELD[kind] in EDGE_KINDS:
         getattr(msg, _KIND_FIELD[kind]).CopyFrom(pb.Edge(actor_id=event.actor, target_id=event.target))
     elif kind == EventKind.REPORT:
         msg.report.CopyFrom(pb.Report(actor_id=event.actor, target_id=event.target, category=event.detail))

@@ -38,7 +38,7 @@ from contactgraph.v1 import graph_events_pb2 as pb
 from contactgraph.v1 import wal_record_pb2
 
 from .errors import InvalidEvent, WalCorruptError, WalGapError
-from .events import event_from_proto
+from .events import EDGE_KINDS, event_from_proto
 from .model import Event, EventKind
 from .table import EventTable
 
@@ -312,14 +312,7 @@ class WalReader:
                 self.torn = damage
 
 
-_PAIR_KINDS = {
-    "follow": EventKind.FOLLOW,
-    "unfollow": EventKind.UNFOLLOW,
-    "block": EventKind.BLOCK,
-    "unblock": EventKind.UNBLOCK,
-    "mute": EventKind.MUTE,
-    "unmute": EventKind.UNMUTE,
-}
+
 
 
 def decode_events(batch: Batch) -> list[Event]:
@@ -333,7 +326,7 @@ def decode_events(batch: Batch) -> list[Event]:
     now = batch.server_time
     for i, msg in enumerate(batch.events):
         which = msg.WhichOneof("kind")
-        kind = _PAIR_KINDS.get(which) if which is not None else None
+        kind = EDGE_KINDS.get(which) if which is not None else None
         if kind is not None or which == "interaction":
             body = getattr(msg, which)
             if msg.HasField("event_time"):
