@@ -312,9 +312,6 @@ class WalReader:
                 self.torn = damage
 
 
-
-
-
 def decode_events(batch: Batch) -> list[Event]:
     """The batch's events as the server applied them: converted against the
     server's clock at the time, so clamped and missing times come out the
