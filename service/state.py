@@ -8,10 +8,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from graph.ann import VectorSearch
 from graph.clock import Clock
 from graph.config import GraphConfig
 from graph.contacts import ContactConfig, ContactGraph
+from graph.model import AccountState, Event, EventKind
+from graph.retrieval import fold_in_user
 from graph.ranking import RankingModel
 from graph.snapshot import Snapshot, read_snapshot
 from graph.store import GraphStore
@@ -56,6 +60,8 @@ class ServingState:
         replayed = replay(wal_dir, snapshot.store) if wal_dir is not None else None
         search = VectorSearch(snapshot.vectors, snapshot.index)
         state = ServingState(snapshot, pipeline_for(snapshot, search, safety), replayed)
+        if replayed is not None and replayed.events:
+            state.fold_in_new_users()
         log.info("loaded snapshot %s (watermark %d) in %.2fs; replayed %d WAL events in %.2fs, watermark %d",
                  snapshot.snapshot_id, int(snapshot.manifest["watermark"]), loaded - started,
                  replayed.events if replayed else 0, time.perf_counter() - loaded, snapshot.store.watermark)
@@ -64,6 +70,41 @@ class ServingState:
     @property
     def safety(self) -> SafetyEngine:
         return self.pipeline.safety
+
+    def update_search(self, events: list[Event]) -> None:
+        """After events are applied: users newer than the snapshot get a
+        fold-in embedding from their neighbours and become searchable at
+        once; erased, banned, suspended or deactivated users are hidden
+        from the search (the safety filters drop them anyway; hiding keeps
+        them from taking candidate slots)."""
+        search, store = self.pipeline.search, self.store
+        known = search.vectors.shape[0]
+        new_rows: set[int] = set()
+        for e in events:
+            if e.kind in (EventKind.FOLLOW, EventKind.INTERACTION):
+                for ext in (e.actor, e.target):
+                    row = store.row(ext)
+                    if row >= known:
+                        new_rows.add(row)
+            elif e.kind == EventKind.ERASE_USER or (
+                    e.kind == EventKind.PROFILE and e.profile is not None
+                    and e.profile.account_state in _HIDDEN_STATES):
+                row = store.ids.row(e.actor)
+                if row >= 0:
+                    search.hide(np.array([row]))
+        now = store.clock.now()
+        for row in sorted(new_rows):
+            fold_in_user(search, store, row, now)
+
+    def fold_in_new_users(self) -> int:
+        """Fold in every user the write-ahead log added after the snapshot
+        (at start-up, after replay). Returns how many became searchable."""
+        search, store = self.pipeline.search, self.store
+        now = store.clock.now()
+        return sum(fold_in_user(search, store, row, now) for row in range(search.vectors.shape[0], store.n_rows))
+
+
+_HIDDEN_STATES = (AccountState.BANNED, AccountState.SUSPENDED, AccountState.DEACTIVATED)
 
 
 def pipeline_for(snapshot: Snapshot, search: VectorSearch, safety: SafetyEngine | None) -> Pipeline:

@@ -52,5 +52,6 @@ class GraphServicer(RelationshipReads, graph_service_pb2_grpc.GraphServiceServic
                   "WAL_UNAVAILABLE")
         # Only the events applied now: a retried batch must not count twice.
         state.safety.observe(self._journal.store, result.events)
+        state.update_search(result.events)
         return graph_service_pb2.ApplyEventsResponse(
             watermark=result.watermark, applied=result.applied, duplicates=result.duplicates)
