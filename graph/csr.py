@@ -142,11 +142,3 @@ def transpose(csr: CSR, n_rows: int) -> CSR:
 def sources_of(csr: CSR, offsets: np.ndarray) -> np.ndarray:
     """The row of each edge offset."""
     return (np.searchsorted(csr.indptr, offsets, side="right") - 1).astype(ROW)
-
-
-def extend_rows(csr: CSR, n_rows: int) -> CSR:
-    """The same edges over more rows (new users have empty rows)."""
-    if n_rows <= csr.n_rows:
-        return csr
-    pad = np.full(n_rows - csr.n_rows, csr.indptr[-1], csr.indptr.dtype)
-    return CSR(np.concatenate([csr.indptr, pad]), csr.indices, csr.values)

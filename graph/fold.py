@@ -11,7 +11,6 @@ import numpy as np
 
 from .clock import Clock
 from .config import GraphConfig
-from .csr import CSR
 from .event_ids import EventIdSet
 from .ids import IdMap
 from .model import EventKind
@@ -157,4 +156,4 @@ def keep_profile_rows(table: EventTable, keep: np.ndarray, alive: np.ndarray) ->
     return [int(i) for i in applied.tolist() if int(i) in table.profiles]
 
 
-__all__ = ["fold", "dedupe", "CSR"]
+__all__ = ["fold", "dedupe"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .csr import CSR, ROW, extend_rows, from_pairs, sources_of, transpose, transpose_positions
+from .csr import CSR, ROW, from_pairs, sources_of, transpose, transpose_positions
 
 _F32 = struct.Struct("<f")
 
@@ -443,11 +443,6 @@ class WeightedEdges:
 
     def base(self) -> tuple[CSR, CSR]:
         return self._state[0], self._state[1]
-
-    def extend(self, n_rows: int) -> None:
-        """Grow the base's row range; caller holds the lock."""
-        base, base_in, layers = self._state
-        self._state = (extend_rows(base, n_rows), extend_rows(base_in, n_rows), layers)
 
 
 def _override(rows: np.ndarray, s: np.ndarray, t: np.ndarray,

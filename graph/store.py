@@ -322,7 +322,7 @@ class GraphStore:
         friends = self.friends.out(row)
         if friends.shape[0] == 0:
             return np.zeros(0, ROW), np.zeros(0, np.int64)
-        reach = self._gather_friends(friends)
+        reach = self.gather_friends(friends)
         if reach.shape[0] == 0:
             return np.zeros(0, ROW), np.zeros(0, np.int64)
         # Count by sorting in place (reach is a fresh array): what
@@ -342,7 +342,7 @@ class GraphStore:
         keep[pos[rows[pos] == drop]] = False
         return rows[keep], counts[keep]
 
-    def _gather_friends(self, rows: np.ndarray) -> np.ndarray:
+    def gather_friends(self, rows: np.ndarray) -> np.ndarray:
         """Concatenated friend lists of many rows (a new int32 array, in no
         particular order): one vectorised CSR gather over the base for every
         row, then the overlay's net changes for the rows it touches, also

@@ -645,7 +645,7 @@ def _check_against_oracle(store: GraphStore, oracle: Oracle, now: float) -> None
     lists = [store.friends_of(r) for r in range(store.n_rows)]
     for rows in (candidates, candidates[::-1], candidates[1::2]):
         want_all = np.concatenate([lists[r] for r in rows.tolist()] + [np.zeros(0, np.int32)])
-        assert np.array_equal(np.sort(store._gather_friends(rows)), np.sort(want_all))
+        assert np.array_equal(np.sort(store.gather_friends(rows)), np.sort(want_all))
     for u in range(1, PROP_USERS + 1):
         r = store.row(u)
         if r < 0:

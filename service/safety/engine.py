@@ -244,7 +244,7 @@ def _minor_no_safe_connection(ctx: Context) -> np.ndarray:
     # unknown age (no profile, unset band), is never a path to a minor.
     claimed = ctx.store.profiles.column("age_band")[ctx.viewer_friends]
     minor_friends = ctx.viewer_friends[(claimed > AgeBand.UNSPECIFIED) & (claimed < AgeBand.ADULT)]
-    reach = ctx.store._gather_friends(minor_friends) if minor_friends.shape[0] else np.zeros(0, np.int32)
+    reach = ctx.store.gather_friends(minor_friends) if minor_friends.shape[0] else np.zeros(0, np.int32)
     counts = np.zeros(ctx.rows.shape[0], np.int64)
     if reach.shape[0]:
         uniq, n = np.unique(reach, return_counts=True)
