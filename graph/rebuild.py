@@ -59,7 +59,8 @@ def build(table: EventTable, as_of: float, *, config: GraphConfig | None = None,
     ranker = ranker or RankerTrainingConfig()
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    history = before(table, as_of)
+    # Skip the copy when nothing is at or after the cut (the rebuild job).
+    history = table if not (table.time >= as_of).any() else before(table, as_of)
     store = fold(history, config, ManualClock(as_of))
     timings["fold"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -96,43 +97,30 @@ def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = No
     the manifest as ``ranker_model``, None when the history is too short).
     Any bad line raises EventLogError before anything is written."""
     config = config or GraphConfig()
+    embedding = embedding or EmbeddingConfig()
     clock = clock or SystemClock()
-    timings: dict[str, float] = {}
+    contact = ContactConfig()
     started = time.perf_counter()
     table = read_inputs(paths, now=clock.now(), max_future_s=config.max_future_s)
-    timings["read"] = time.perf_counter() - started
-    t = time.perf_counter()
-    # Decay and windows are computed "as of" the newest event in the logs.
-    store = fold(table, config, ManualClock(float(table.time.max(initial=0.0))))
-    timings["fold"] = time.perf_counter() - t
-    t = time.perf_counter()
-    vectors = embed(store, embedding)
-    timings["embed"] = time.perf_counter() - t
-    t = time.perf_counter()
-    index = build_index(vectors)
-    timings["index"] = time.perf_counter() - t
-    t = time.perf_counter()
-    # Every event read is history: the model's inner split ends after the newest.
+    read_s = time.perf_counter() - started
+    # Every event read is history: decay, windows and the model's inner
+    # split are computed "as of" just after the newest event in the logs.
     as_of = float(np.nextafter(table.time.max(initial=0.0), np.inf))
-    contact = ContactConfig()
-    model = train_ranker(table, as_of, config, ranker or RankerTrainingConfig(), embedding or EmbeddingConfig(),
-                         contact)
-    timings["ranker"] = time.perf_counter() - t
+    built = build(table, as_of, config=config, embedding=embedding, contact=contact, ranker=ranker)
+    n_events = len(table)
+    del table
     t = time.perf_counter()
     # The learned ranker's features come from the contact graph as of the
     # snapshot: it travels with the snapshot so serving uses the model.
-    contacts = ContactGraph.build(table, store, as_of, contact)
-    timings["contacts"] = time.perf_counter() - t
-    t = time.perf_counter()
-    manifest = write_snapshot(store, vectors, index, out_dir, arrays={
-        f"contacts.{name}": values for name, values in contacts.to_arrays().items()}, extra={
+    manifest = write_snapshot(built.store, built.vectors, built.index, out_dir, arrays={
+        f"contacts.{name}": values for name, values in built.contacts.to_arrays().items()}, extra={
         "contacts_as_of": as_of,
         "sources": [str(p) for p in paths],
-        "embedding_config": (embedding or EmbeddingConfig()).__dict__,
+        "embedding_config": embedding.__dict__,
         "contact_config": contact.__dict__,
-        "ranker_model": model.to_json() if model is not None else None,
+        "ranker_model": built.model.to_json() if built.model is not None else None,
     })
-    timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - started
-    log.info("rebuilt %s from %d events in %.1fs", manifest["snapshot_id"], len(table), timings["total"])
-    return RebuildReport(manifest, len(table), timings)
+    timings = {"read": read_s, **built.timings, "write": time.perf_counter() - t,
+               "total": time.perf_counter() - started}
+    log.info("rebuilt %s from %d events in %.1fs", manifest["snapshot_id"], n_events, timings["total"])
+    return RebuildReport(manifest, n_events, timings)
