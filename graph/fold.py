@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 
+from . import arrays
 from .clock import Clock
 from .config import GraphConfig
 from .event_ids import EventIdSet
@@ -77,7 +78,7 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock) -> GraphStore:
     detail = table.detail[keep]
     erased_ext = np.unique(actor[kind == EventKind.ERASE_USER])
     alive = ~np.isin(actor, erased_ext) & ~np.isin(target, erased_ext)
-    users = np.unique(np.concatenate([actor[alive], target[alive & (target > 0)]]))
+    users = arrays.unique(np.concatenate([actor[alive], target[alive & (target > 0)]]))
     ids = IdMap(users)
     n = len(ids)
     a = np.where(alive, ids.rows(actor), -1).astype(np.int64)
@@ -100,7 +101,7 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock) -> GraphStore:
     b_src, b_dst, unblocks = pairs(EventKind.BLOCK, EventKind.UNBLOCK)
     m_src, m_dst, _ = pairs(EventKind.MUTE, EventKind.UNMUTE)
     fkeys = f_src * n + f_dst
-    mutual = np.isin(fkeys, f_dst * n + f_src)
+    mutual = arrays.isin(fkeys, f_dst * n + f_src)
     follows = EdgeSet.build(f_src, f_dst, n, lock, with_in=True)
     friends = EdgeSet(
         EdgeSet.build(f_src[mutual], f_dst[mutual], n, lock, with_in=False).base()[0], None, lock, with_in=False)
@@ -130,9 +131,10 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock) -> GraphStore:
         logs[name] = pair_log
 
     profiles = ProfileTable(n_rows=n)
-    for i in keep_profile_rows(table, keep, alive):
-        profile = table.profiles[i]
-        profiles.update(ids.row(profile.user_id), profile)
+    applied = [table.profiles[i] for i in keep_profile_rows(table, keep, alive)]
+    rows = ids.rows(np.fromiter((p.user_id for p in applied), np.int64, len(applied))).tolist()
+    for row, profile in zip(rows, applied):
+        profiles.update(row, profile)
 
     store = GraphStore(
         config, clock, ids, profiles,
