@@ -55,6 +55,7 @@ class VectorSearch:
         self._extra: tuple[np.ndarray, np.ndarray, faiss.Index] = (
             np.zeros(0, np.int64), np.zeros((0, dim), np.float32), faiss.IndexFlatIP(max(dim, 1)))
         self._hidden = np.zeros(0, np.int64)
+        self._prefetched: tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]] = (0, {})
 
     # -- fold-in and hiding ------------------------------------------------
     def vector(self, row: int) -> np.ndarray | None:
@@ -93,12 +94,38 @@ class VectorSearch:
             index = faiss.IndexFlatIP(vecs.shape[1])
             index.add(vecs)
             self._extra = (rows, vecs, index)
+            self._prefetched = (0, {})
         return True
 
     def hide(self, rows: np.ndarray) -> None:
         """Never return these rows again (until a new snapshot)."""
         with self._lock:
             self._hidden = np.union1d(self._hidden, np.asarray(rows, np.int64))
+            self._prefetched = (0, {})
+
+    def prefetch(self, rows: np.ndarray, k: int) -> None:
+        """Search for many rows in one call and remember the answers, which
+        ``neighbours(row, k')`` then returns for any k' <= k without an
+        ``exclude``. For offline callers (the ranker's training asks for
+        thousands of users at once: one matrix product instead of thousands
+        of searches); folding in or hiding forgets them."""
+        rows = np.asarray(rows, np.int64)
+        inside = rows[(rows >= 0) & (rows < self.vectors.shape[0])]
+        queries = np.ascontiguousarray(self.vectors[inside], np.float32)
+        has_vector = queries.any(axis=1)
+        inside, queries = inside[has_vector], queries[has_vector]
+        answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if inside.shape[0] and k > 0 and self._extra[0].shape[0] == 0:
+            fetch = min(k + 1 + min(self._hidden.shape[0], 4 * k), int(self.index.ntotal))
+            scores, found = self.index.search(queries, fetch)
+            for row, r, sc in zip(inside.tolist(), found, scores):
+                keep = (r >= 0) & (r != row)
+                if self._hidden.shape[0]:
+                    keep &= ~np.isin(r, self._hidden)
+                if int(keep.sum()) >= k or fetch >= int(self.index.ntotal):
+                    answers[row] = (r[keep][:k].astype(np.int32), sc[keep][:k].astype(np.float32))
+        with self._lock:
+            self._prefetched = (k, answers)
 
     @property
     def folded_in(self) -> int:
@@ -114,6 +141,10 @@ class VectorSearch:
         Exclusions are filtered after an over-fetch that doubles until k
         rows survive or the index is exhausted (a FAISS ID selector knocks
         the exact index off its BLAS path, so it does not pay here)."""
+        prefetched_k, answers = self._prefetched
+        if exclude is None and k <= prefetched_k and row in answers:
+            rows, scores = answers[row]
+            return rows[:k], scores[:k]
         query = self.vector(row)
         if query is None or k <= 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import unique as sorted_unique
 from .config import GraphConfig
 from .fold import dedupe
 from .model import EventKind
@@ -141,8 +142,7 @@ class ContactGraph:
         s_short = w * np.exp2(-age / config.short_half_life_s)
         s_long = w * np.exp2(-age / config.long_half_life_s)
         # Directed pair statistics.
-        key = a * n + b
-        uniq, inv = np.unique(key, return_inverse=True)
+        uniq, inv = np.unique(a * n + b, return_inverse=True)
         d_short = np.bincount(inv, s_short, uniq.shape[0])
         d_long = np.bincount(inv, s_long, uniq.shape[0])
         d_count = np.bincount(inv, None, uniq.shape[0]).astype(np.float64)
@@ -150,30 +150,36 @@ class ContactGraph:
         np.maximum.at(d_last, inv, t)
         f_out, _ = store.follows.base()
         fs, fd = f_out.edges()
-        f_key = np.unique(fs.astype(np.int64) * n + fd)
-        # Undirected entries: every directed pair and every follow, both sides.
-        all_dir = np.union1d(uniq, f_key)
-        src, dst = all_dir // max(n, 1), all_dir % max(n, 1)
-        ent = np.unique(np.concatenate([src * n + dst, dst * n + src]))
+        f_key = sorted_unique(fs.astype(np.int64) * n + fd)
+        # Every directed pair (interaction or follow) is one entry on its
+        # source's side ("out") and one on its target's side ("in"): a single
+        # sort of all of them groups each undirected pair's facts together.
+        i_src, i_dst = uniq // max(n, 1), uniq % max(n, 1)
+        f_src, f_dst = f_key // max(n, 1), f_key % max(n, 1)
+        records = np.concatenate([uniq, i_dst * n + i_src, f_key, f_dst * n + f_src])
+        ent, where = np.unique(records, return_inverse=True)
+        m_int, m_f = uniq.shape[0], f_key.shape[0]
+        as_out, as_in = where[:m_int], where[m_int:2 * m_int]
+        f_out_at, f_in_at = where[2 * m_int:2 * m_int + m_f], where[2 * m_int + m_f:]
+        del records, where
+        m = ent.shape[0]
         rows, cols = ent // max(n, 1), ent % max(n, 1)
-
-        def directed(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-            pos = np.searchsorted(uniq, keys)
-            pos = np.minimum(pos, max(uniq.shape[0] - 1, 0))
-            hit = (uniq[pos] == keys) if uniq.shape[0] else np.zeros(keys.shape[0], bool)
-            out = np.zeros(keys.shape[0], np.float64)
-            out[hit] = values[pos[hit]]
-            return out
-
-        fwd = rows * n + cols
-        rev = cols * n + rows
-        out_s = np.stack([directed(fwd, d_short), directed(fwd, d_long)], axis=1).astype(np.float32)
-        in_s = np.stack([directed(rev, d_short), directed(rev, d_long)], axis=1).astype(np.float32)
-        out_n = directed(fwd, d_count).astype(np.float32)
-        in_n = directed(rev, d_count).astype(np.float32)
-        last_in = directed(rev, d_last)
-        last = np.maximum(directed(fwd, d_last), last_in)
-        follow = (np.isin(fwd, f_key).astype(np.uint8) | (np.isin(rev, f_key).astype(np.uint8) << 1))
+        del ent
+        out_s = np.zeros((m, 2), np.float32)
+        in_s = np.zeros((m, 2), np.float32)
+        out_s[as_out, 0], out_s[as_out, 1] = d_short, d_long
+        in_s[as_in, 0], in_s[as_in, 1] = d_short, d_long
+        out_n = np.zeros(m, np.float32)
+        in_n = np.zeros(m, np.float32)
+        out_n[as_out] = d_count
+        in_n[as_in] = d_count
+        last_in = np.zeros(m)
+        last_in[as_in] = d_last
+        last = last_in.copy()
+        np.maximum.at(last, as_out, d_last)
+        follow = np.zeros(m, np.uint8)
+        follow[f_out_at] |= 1
+        follow[f_in_at] |= 2
         weight = (np.log1p(out_s[:, 1].astype(np.float64) + in_s[:, 1])
                   + config.follow_weight * ((follow & 1) + ((follow >> 1) & 1)) / 2.0).astype(np.float32)
         indptr = np.zeros(n + 1, np.int64)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import arrays
 from .ann import VectorSearch, build_index
 from .clock import ManualClock
 from .config import GraphConfig
@@ -61,6 +62,10 @@ class RankerTrainingConfig:
     # split, and examples kept in all (sampled uniformly).
     max_users: int = 2_000
     max_examples: int = 150_000
+    # Inner splits are taken in order until this many examples are in
+    # hand: on a large graph the first split alone has plenty, and each
+    # split costs a fold, an embedding and a contact graph of the history.
+    enough_examples: int = 100_000
     negatives_per_user: int = 50
     # The metrics average over users: weighting a user's examples by
     # 1/sqrt(their count) keeps the users with many new contacts from
@@ -181,21 +186,26 @@ def _split_examples(table: EventTable, inner_cut: float, graph_config: GraphConf
     history = before(table, inner_cut)
     store = fold(history, graph_config, ManualClock(inner_cut))
     vectors = embed(store, embedding, now=inner_cut)
-    search = VectorSearch(vectors, build_index(vectors))
+    # Exact search, prefetched for every sampled user at once below: one
+    # matrix product is cheaper than building an approximate index for a
+    # few thousand queries.
+    search = VectorSearch(vectors, build_index(vectors, exact_below=vectors.shape[0] + 1))
     contacts = ContactGraph.build(history, store, inner_cut, contact)
+    del history
     # Labels: whom each user messaged after inner_cut for the first time.
     sel = (table.kind == EventKind.INTERACTION) & (table.time >= inner_cut)
     a = store.ids.rows(table.actor[sel]).astype(np.int64)
     b = store.ids.rows(table.target[sel]).astype(np.int64)
     ok = (a >= 0) & (b >= 0) & (a != b)
     n = max(store.n_rows, 1)
-    new_pairs = np.unique(a[ok] * n + b[ok])
+    new_pairs = arrays.unique(a[ok] * n + b[ok])
     out_base, _ = store.interactions.base()
     src, dst = out_base.edges()
-    new_pairs = new_pairs[~np.isin(new_pairs, src.astype(np.int64) * n + dst)]
-    users = np.unique(new_pairs // n)
+    new_pairs = new_pairs[~arrays.isin(new_pairs, src.astype(np.int64) * n + dst)]
+    users = arrays.unique(new_pairs // n)
     if users.shape[0] > config.max_users:
         users = np.sort(rng.choice(users, config.max_users, replace=False))
+    search.prefetch(users, config.retrieval.embedding_k)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     for u in users.tolist():
@@ -231,6 +241,8 @@ def training_data(table: EventTable, as_of: float, graph_config: GraphConfig, co
         xs += x
         ys += y
         users += u
+        if sum(part.shape[0] for part in ys) >= config.enough_examples:
+            break
     if not xs:
         return None
     groups = np.repeat(np.arange(len(ys)), [y.shape[0] for y in ys])

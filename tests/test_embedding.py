@@ -94,6 +94,26 @@ class TestVectorSearch:
         assert rows.shape[0] == 0
 
 
+    def test_prefetch_answers_as_single_searches(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """Prefetched answers equal one-by-one searches (hidden rows
+        included), and hiding a row afterwards is honoured at once."""
+        store, _, cut = history
+        v = embed(store, EmbeddingConfig(dim=16), now=cut)
+        rows = np.flatnonzero(np.linalg.norm(v, axis=1) > 0)[:40]
+        single = VectorSearch(v, build_index(v))
+        batched = VectorSearch(v, build_index(v))
+        single.hide(rows[:3])
+        batched.hide(rows[:3])
+        expected = {int(r): single.neighbours(int(r), 8) for r in rows}
+        batched.prefetch(rows, 8)
+        for r in rows.tolist():
+            got, want = batched.neighbours(r, 5), expected[r]
+            assert got[0].tolist() == want[0][:5].tolist()
+            assert np.allclose(got[1], want[1][:5])
+        victim = int(expected[int(rows[5])][0][0])
+        batched.hide(np.array([victim]))
+        assert victim not in batched.neighbours(int(rows[5]), 8)[0].tolist()
+
 class TestFoldIn:
     @pytest.fixture()
     def search(self, history: tuple[GraphStore, ContactGraph, float]) -> VectorSearch:
