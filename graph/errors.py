@@ -20,13 +20,34 @@ class InvalidEvent(GraphError):
 
 
 class EventLogError(GraphError):
-    """A bad line in an event log file: ``file:line: reason``."""
+    """A bad line in an event log file: ``file:line: reason``.
 
-    def __init__(self, path: str, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
+    A Parquet file has rows, not lines: there ``unit`` is "row" and the
+    message reads ``file:row N: reason`` (rows count from 1); ``line`` 0
+    with a unit means the file as a whole (``file: reason``)."""
+
+    def __init__(self, path: str, line: int, reason: str, *, unit: str = "line") -> None:
+        if unit == "line":
+            where = f"{path}:{line}"
+        elif line:
+            where = f"{path}:{unit} {line}"
+        else:
+            where = path
+        super().__init__(f"{where}: {reason}")
         self.path = path
         self.line = line
         self.reason = reason
+        self.unit = unit
+
+
+class TooManyBadLines(EventLogError):
+    """More bad lines than reading was allowed to skip; carries the first
+    line over the limit."""
+
+    def __init__(self, error: EventLogError, limit: int) -> None:
+        super().__init__(error.path, error.line, error.reason, unit=error.unit)
+        self.limit = limit
+        self.args = (f"{self.args[0]}; more than {limit} bad line(s), the most that may be skipped",)
 
 
 class SnapshotError(GraphError):

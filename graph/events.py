@@ -3,6 +3,10 @@ protobuf messages (plain messages, no gRPC)."""
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
 from google.protobuf import timestamp_pb2
 
 from contactgraph.v1 import graph_events_pb2 as pb
@@ -77,6 +81,46 @@ def event_time(stamp_seconds: float | None, now: float, max_future_s: float) -> 
             field="event_time",
         )
     return min(stamp_seconds, now)
+
+
+def event_times(
+    stamp_seconds: npt.NDArray[np.float64], now: float, max_future_s: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """``event_time`` over a column: (times clamped to ``now``, float64 shape
+    (n,); rows ``event_time`` refuses, bool shape (n,)). The same comparisons
+    as the scalar rule; a bulk reader asks ``event_time`` itself for the
+    reason of a refused row."""
+    refused = (stamp_seconds < 0) | (stamp_seconds > now + max_future_s)
+    return np.minimum(stamp_seconds, now), refused
+
+
+def _codes(enum_type: type[IntEnum], *, allow_unset: bool) -> npt.NDArray[np.int64]:
+    """The codes ``_enum`` accepts for this enum."""
+    return np.array([int(v) for v in enum_type if allow_unset or int(v) != 0], np.int64)
+
+
+def invalid_events(
+    kind: npt.NDArray[np.uint8],
+    actor: npt.NDArray[np.int64],
+    target: npt.NDArray[np.int64],
+    detail: npt.NDArray[np.integer],
+    event_id_length: npt.NDArray[np.integer],
+) -> npt.NDArray[np.bool_]:
+    """Rows ``validate`` refuses, as a bool mask of shape (n,), for events in
+    columns (kind uint8, ids int64, detail int, event id lengths in
+    characters). Each rule of ``validate``, in array form; a bulk reader
+    asks ``validate`` itself for the reason of a refused row."""
+    refused = event_id_length > MAX_EVENT_ID_LEN
+    refused |= (actor <= 0) | (actor > MAX_USER_ID)
+    pair = (kind != int(EventKind.PROFILE)) & (kind != int(EventKind.ERASE_USER))
+    refused |= pair & ((target <= 0) | (target > MAX_USER_ID) | (actor == target))
+    for enum_kind, enum_type, allow_unset in (
+        (EventKind.INTERACTION, InteractionType, False),
+        (EventKind.REPORT, ReportCategory, True),
+        (EventKind.DISMISS, Surface, True),
+    ):
+        refused |= (kind == int(enum_kind)) & ~np.isin(detail, _codes(enum_type, allow_unset=allow_unset))
+    return refused
 
 
 def validate(event: Event) -> None:

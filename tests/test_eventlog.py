@@ -4,13 +4,29 @@ error for every kind of bad line."""
 from __future__ import annotations
 
 import gzip
+import string
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from graph.errors import EventLogError
-from graph.eventlog import read_event_file, read_event_files, write_edge_csv, write_profile_csv
+from graph.errors import EventLogError, InvalidEvent, TooManyBadLines
+from graph.eventlog import (
+    BadLines,
+    RejectedLine,
+    _read_text_file,
+    read_event_file,
+    read_event_files,
+    write_edge_csv,
+    write_edge_parquet,
+    write_profile_csv,
+)
+from graph.eventlog_arrow import read_edge_csv
+from graph.events import event_time, event_times, invalid_events, validate
 from graph.model import (
     AccountState,
     AgeAssurance,
@@ -23,6 +39,7 @@ from graph.model import (
     ReportCategory,
     Surface,
 )
+from graph.table import EventTable
 
 NOW = 1_714_600_000.0  # 2024-05-01T21:46:40Z
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -324,3 +341,374 @@ class TestBadLines:
         """A file that is not there is the usual FileNotFoundError."""
         with pytest.raises(FileNotFoundError):
             read_event_file(tmp_path / "nope.csv", now=NOW)
+
+
+# --- column-wise reading, bad-line budgets, Parquet ------------------------------
+
+
+
+def _line_reader(path: Path, limit: int = 0) -> tuple[EventTable, list[RejectedLine]]:
+    """The per-line reader: the oracle the column-wise one must match."""
+    rejected: list[RejectedLine] = []
+    table = _read_text_file(path, str(path), NOW, 3600.0, BadLines(limit, rejected.append), None)
+    return table, rejected
+
+
+def _columnar(path: Path, limit: int = 0, chunk_bytes: int = 1 << 26) -> tuple[EventTable, list[RejectedLine]]:
+    rejected: list[RejectedLine] = []
+    table = read_edge_csv(path, str(path), NOW, 3600.0, BadLines(limit, rejected.append), None,
+                          chunk_bytes=chunk_bytes)
+    assert table is not None, "the column-wise reader gave up on a file it should read"
+    return table, rejected
+
+
+def _same_tables(a: EventTable, b: EventTable) -> None:
+    assert a.time.tolist() == b.time.tolist()
+    for name in ("kind", "actor", "target", "detail"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    assert list(a.event_id) == list(b.event_id)
+
+
+def _rejects(rejected: list[RejectedLine]) -> list[tuple[str, str, str]]:
+    return [(str(r.error), r.text, r.header) for r in rejected]
+
+
+_TIME_CELLS = st.one_of(
+    st.integers(T0_MS - 10**9, int(NOW * 1000) + 10**7).map(str),  # past, clamped, slightly and far future
+    st.sampled_from(["-5", "0", " 5", "+5", "1_000", "0x10", "0X1F", "2024-05-01", "", "1.5", "١٢", "9" * 19,
+                     str(2**53 + 1), str(10**400), "-" + "9" * 30, "00012"]),
+)
+_ID_CELLS = st.one_of(
+    st.integers(-2, 6).map(str),
+    st.sampled_from([" 3", "+4", "3_0", "0x2", "٣", "1.5", "", str(2**63 - 1), str(2**63), "-0"]),
+)
+_NAME_CELLS = st.sampled_from([*(n for n, _, _ in EDGE_NAMES), "poke", "", "Follow", " follow"])
+_EVENT_ID_CELLS = st.one_of(
+    st.text(string.ascii_letters + string.digits + "-_ .é", max_size=6),
+    st.sampled_from(["x" * 128, "x" * 129, "é" * 128, "é" * 129, "0x1"]),
+)
+
+
+@st.composite
+def _edge_csv_files(draw: st.DrawFn) -> tuple[str, str]:
+    """(file text, line terminator) of an edge CSV without quotes: the
+    column order, blank lines, wrong widths and odd cells vary."""
+    columns = list(EDGE_COLUMNS_ALL if draw(st.booleans()) else EDGE_COLUMNS_ALL[:4])
+    columns = draw(st.permutations(columns))
+    cell_of = {"time_ms": _TIME_CELLS, "event": _NAME_CELLS, "actor_id": _ID_CELLS, "target_id": _ID_CELLS,
+               "event_id": _EVENT_ID_CELLS}
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    lines = [",".join(columns)]
+    for _ in range(draw(st.integers(0, 25))):
+        shape = draw(st.sampled_from(["row"] * 8 + ["blank", "short", "long", "spaces"]))
+        if shape == "blank":
+            lines.append("")
+            continue
+        if shape == "spaces":
+            lines.append("   ")
+            continue
+        cells = [draw(cell_of[c]) for c in columns]
+        if shape == "short":
+            cells = cells[:-1]
+        elif shape == "long":
+            cells.append("extra")
+        lines.append(",".join(cells))
+    text = newline.join(lines) + (newline if draw(st.booleans()) else "")
+    return text, newline
+
+
+EDGE_COLUMNS_ALL = ("time_ms", "event", "actor_id", "target_id", "event_id")
+
+
+class TestColumnarEdgeCsv:
+    """The column-wise edge CSV reader against the per-line reader (the
+    oracle): the same table, the same bad lines with the same messages."""
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(data=_edge_csv_files(), gz=st.booleans(), chunk_bytes=st.sampled_from([1, 7, 64, 1 << 20]))
+    def test_same_as_the_line_reader(self, tmp_path_factory: pytest.TempPathFactory, data: tuple[str, str],
+                                     gz: bool, chunk_bytes: int) -> None:
+        """Any quote-free edge CSV (blank lines, CRLF, wrong widths, signs,
+        underscores, hex, other digits, overflow, far future, long ids, any
+        chunking, gzip) reads exactly as the per-line reader reads it."""
+        text, _ = data
+        path = _write(tmp_path_factory.mktemp("p") / ("e.csv.gz" if gz else "e.csv"), text)
+        expected, expected_rejects = _line_reader(path, limit=10**6)
+        table, rejects = _columnar(path, limit=10**6, chunk_bytes=chunk_bytes)
+        _same_tables(table, expected)
+        assert _rejects(rejects) == _rejects(expected_rejects)
+        # Without a budget both stop at the same first bad line.
+        first = expected_rejects[0].error if expected_rejects else None
+        if first is None:
+            _same_tables(_columnar(path, chunk_bytes=chunk_bytes)[0], expected)
+        else:
+            with pytest.raises(EventLogError) as info:
+                _columnar(path, chunk_bytes=chunk_bytes)
+            assert str(info.value) == str(first)
+
+    def test_reads_bulk_files_column_wise(self, tmp_path: Path) -> None:
+        """A file from write_edge_csv takes the column-wise path (the
+        reader does not give up) and crosses chunk boundaries intact."""
+        n = 5000
+        rng = np.random.default_rng(1)
+        names = np.array([n for n, _, _ in EDGE_NAMES])[rng.integers(0, 13, n)]
+        actors = rng.integers(1, 100, n)
+        path = write_edge_csv(tmp_path / "e.csv.gz", T0_MS + np.arange(n), names, actors, actors + 1,
+                              [f"id-{i}" for i in range(n)])
+        table, rejects = _columnar(path, chunk_bytes=4096)
+        _same_tables(table, _line_reader(path)[0])
+        assert len(table) == n and rejects == []
+
+    @pytest.mark.parametrize(
+        ("name", "content", "line", "reason"),
+        [
+            ("crlf blank lines", "time_ms,event,actor_id,target_id\r\n\r\n" + f"{T0_MS},follow,1,2\r\n\r\n"
+             f"{T0_MS},follow,1,1\r\n", 5, "follow.target_id equals actor_id"),
+            ("spaces only", EDGE_HEADER + EDGE_OK + "   \n", 3,
+             "expected 5 cells (time_ms,event,actor_id,target_id,event_id), got 1"),
+            ("hex is not an integer", EDGE_HEADER + f"{T0_MS},follow,0x10,2,x\n", 2, "actor_id is not an integer: '0x10'"),
+            ("bom header", "\ufeff" + EDGE_HEADER + "\n" + f"{T0_MS},like,1,2,{'y' * 129}\n", 3,
+             "event_id is longer than 128 characters"),
+            ("quoted cell over two lines", EDGE_HEADER + f'{T0_MS},follow,1,2,"a\nb"\n{T0_MS},poke,1,2,x\n', 4,
+             "event: unknown event name 'poke'"),
+            ("quoted cell, error on it", EDGE_HEADER + f'{T0_MS},follow,1,"2\nx",x\n', 3,
+             "target_id is not an integer: '2\\nx'"),
+            ("bare carriage return", EDGE_HEADER + f"{T0_MS},follow,1,2,x\r{T0_MS},follow,1,-1,x\n", 3,
+             "follow.target_id must be a positive int64 user id, got -1"),
+            ("nul byte", EDGE_HEADER + f"{T0_MS},follow,1,2,a\0b\n{T0_MS},follow,1,2,{'x' * 129}\n", 3,
+             "event_id is longer than 128 characters"),
+            ("not utf-8", EDGE_HEADER + EDGE_OK + f"{T0_MS},follow,1,2,\udcff\n", 1, "cannot read line"),
+        ],
+        ids=lambda v: v if isinstance(v, str) and " " in v else "",
+    )
+    @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+    def test_exact_lines_where_pyarrow_cannot_count(
+        self, tmp_path: Path, name: str, content: str, line: int, reason: str, suffix: str
+    ) -> None:
+        """Blank lines, CRLF, a BOM, cells spanning lines (the row's last
+        line counts, as in the csv module), bare CRs, NUL and non-UTF-8
+        bytes: read_event_file names the same line as the line reader (which
+        reports undecodable bytes where its decoder stopped: line 1)."""
+        path = tmp_path / f"e{suffix}"
+        raw = content.encode("utf-8", "surrogateescape")  # \udcff: the byte 0xff
+        path.write_bytes(gzip.compress(raw) if suffix.endswith(".gz") else raw)
+        with pytest.raises(EventLogError) as info:
+            read_event_file(path, now=NOW)
+        assert str(info.value).startswith(f"{path}:{line}: {reason}"), str(info.value)
+        with pytest.raises(EventLogError) as oracle:
+            _line_reader(path)
+        assert str(info.value) == str(oracle.value)
+
+    def test_odd_but_valid_cells_are_kept(self, tmp_path: Path) -> None:
+        """Cells Python's int() takes and pyarrow does not (sign,
+        underscores, padding, other digits) are read as the line reader
+        reads them."""
+        text = "time_ms,event,actor_id,target_id\n" + f"+{T0_MS},follow,1_0,\u0661\u0662\n {T0_MS} ,like, 3 ,+4\n"
+        path = _write(tmp_path / "e.csv", text)
+        table, rejects = _columnar(path)
+        assert rejects == []
+        assert table.actor.tolist() == [10, 3] and table.target.tolist() == [12, 4]
+        _same_tables(table, _line_reader(path)[0])
+
+
+class TestBadLineBudget:
+    def _read(self, paths: list[Path], limit: int) -> tuple[EventTable, list[RejectedLine]]:
+        rejected: list[RejectedLine] = []
+        table = read_event_files(paths, now=NOW, bad_lines=BadLines(limit, rejected.append))
+        return table, rejected
+
+    def _files(self, tmp_path: Path) -> list[Path]:
+        edges = _write(tmp_path / "e.csv.gz", EDGE_HEADER + EDGE_OK + f"{T0_MS},poke,1,2,a\n" + EDGE_OK
+                       + f"{T0_MS},follow,3,3,b\n")
+        jsonl = _write(tmp_path / "e.jsonl", '{"follow":{"actorId":"1","targetId":"2"}}\n{"follow":\n')
+        profiles = _write(tmp_path / "p.csv", PROFILE_HEADER + "0,ADULT,,,,,\n" + PROFILE_OK)
+        return [edges, jsonl, profiles]
+
+    @pytest.mark.parametrize("limit", [4, 5])
+    def test_up_to_the_limit_bad_lines_are_skipped(self, tmp_path: Path, limit: int) -> None:
+        """Below or at the limit every bad line of every format is skipped
+        and reported once, in file then line order, with its text and
+        header; the good lines are kept."""
+        paths = self._files(tmp_path)
+        table, rejected = self._read(paths, limit)
+        assert [(r.error.path, r.error.line) for r in rejected] == [
+            (str(paths[0]), 3), (str(paths[0]), 5), (str(paths[1]), 2), (str(paths[2]), 2)]
+        assert [r.text for r in rejected] == [f"{T0_MS},poke,1,2,a", f"{T0_MS},follow,3,3,b", '{"follow":',
+                                              "0,ADULT,,,,,"]
+        assert [r.header for r in rejected] == [EDGE_HEADER.strip(), EDGE_HEADER.strip(), "",
+                                                PROFILE_HEADER.strip()]
+        assert table.kind.tolist() == [EventKind.FOLLOW] * 3 + [EventKind.PROFILE]
+
+    def test_over_the_limit_stops_at_the_next_bad_line(self, tmp_path: Path) -> None:
+        """Past the limit TooManyBadLines names the first line over it."""
+        paths = self._files(tmp_path)
+        with pytest.raises(TooManyBadLines) as info:
+            self._read(paths, 3)
+        assert (info.value.path, info.value.line, info.value.limit) == (str(paths[2]), 2, 3)
+        assert str(info.value).startswith(f"{paths[2]}:2: profile.user_id must be a positive int64 user id")
+
+    def test_no_line_is_reported_twice_when_the_reader_falls_back(self, tmp_path: Path) -> None:
+        """A bad line found column-wise before a quote sends the file to the
+        line reader is reported once."""
+        rows = "".join(f"{T0_MS},follow,{i},{i + 1},\n" for i in range(1, 2000))
+        text = EDGE_HEADER + f"{T0_MS},poke,1,2,a\n" + rows + f'{T0_MS},follow,1,2,"q"\n{T0_MS},follow,1,1,z\n'
+        path = _write(tmp_path / "e.csv", text)
+        rejected: list[RejectedLine] = []
+        table = read_event_file(path, now=NOW, bad_lines=BadLines(5, rejected.append))
+        assert [r.error.line for r in rejected] == [2, 2003]
+        assert len(table) == 2000
+
+    def test_header_problems_are_never_skipped(self, tmp_path: Path) -> None:
+        """A bad header is not a bad line: it raises whatever the budget."""
+        path = _write(tmp_path / "e.csv", "time_ms,event,actor_id\n1,follow,2\n")
+        with pytest.raises(EventLogError) as info:
+            read_event_file(path, now=NOW, bad_lines=BadLines(100))
+        assert info.value.line == 1 and not isinstance(info.value, TooManyBadLines)
+
+
+PARQUET_OK = {"time_ms": T0_MS, "event": "follow", "actor_id": 1, "target_id": 2, "event_id": "ok"}
+
+
+def _parquet(path: Path, rows: list[dict[str, object]], schema: pa.Schema | None = None) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+_EDGE_SCHEMA = pa.schema([("time_ms", pa.int64()), ("event", pa.string()), ("actor_id", pa.int64()),
+                          ("target_id", pa.int64()), ("event_id", pa.string())])
+
+# (case, rows, bad row, reason)
+BAD_PARQUET_ROWS = [
+    ("unknown event", [PARQUET_OK, PARQUET_OK | {"event": "poke"}], 2, "event: unknown event name 'poke'"),
+    ("null event", [PARQUET_OK | {"event": None}], 1, "event is null"),
+    ("null actor", [PARQUET_OK, PARQUET_OK, PARQUET_OK | {"actor_id": None}], 3, "actor_id is null"),
+    ("null time", [PARQUET_OK | {"time_ms": None}], 1, "time_ms is null"),
+    ("zero actor", [PARQUET_OK | {"actor_id": 0}], 1, "follow.actor_id must be a positive int64 user id, got 0"),
+    ("self edge", [PARQUET_OK | {"event": "like", "target_id": 1}], 1, "interaction.target_id equals actor_id"),
+    ("far future", [PARQUET_OK | {"time_ms": FAR_FUTURE_MS}], 1,
+     "time_ms: event_time is 7200s in the future (more than 3600s)"),
+    ("before 1970", [PARQUET_OK | {"time_ms": -5}], 1, "time_ms: event_time is before 1970"),
+    ("absurd time", [PARQUET_OK | {"time_ms": 2**62 + 1}], 1, "time_ms is out of range"),
+    ("long event id", [PARQUET_OK | {"event_id": "é" * 129}], 1, "event_id is longer than 128 characters"),
+]
+
+
+class TestParquet:
+    @pytest.mark.parametrize(("rows", "row", "reason"), [c[1:] for c in BAD_PARQUET_ROWS],
+                             ids=[c[0] for c in BAD_PARQUET_ROWS])
+    def test_bad_row_names_file_row_and_reason(self, tmp_path: Path, rows: list[dict[str, object]], row: int,
+                                               reason: str) -> None:
+        """A bad Parquet row raises "file:row N: reason", rows counting
+        from 1, with the edge CSV's reasons."""
+        path = _parquet(tmp_path / "e.parquet", rows, _EDGE_SCHEMA)
+        with pytest.raises(EventLogError) as info:
+            read_event_file(path, now=NOW)
+        assert str(info.value).startswith(f"{path}:row {row}: {reason}"), str(info.value)
+        assert (info.value.line, info.value.unit) == (row, "row")
+
+    def test_id_beyond_int64_in_an_unsigned_column(self, tmp_path: Path) -> None:
+        """An unsigned id past int64 is refused like the CSV's."""
+        schema = pa.schema([("time_ms", pa.int64()), ("event", pa.string()), ("actor_id", pa.uint64()),
+                            ("target_id", pa.uint64())])
+        path = _parquet(tmp_path / "e.parquet", [{"time_ms": T0_MS, "event": "follow", "actor_id": 1,
+                                                  "target_id": 2**63}], schema)
+        with pytest.raises(EventLogError, match=r":row 1: follow.target_id must be a positive int64 user id, "
+                                                r"got 9223372036854775808"):
+            read_event_file(path, now=NOW)
+
+    @pytest.mark.parametrize(
+        ("columns", "reason"),
+        [
+            ({"time_ms": [T0_MS], "event": ["follow"], "actor_id": [1]}, "missing column(s) target_id"),
+            ({**{k: [v] for k, v in PARQUET_OK.items()}, "colour": ["red"]}, "unknown column(s) 'colour'"),
+            ({**{k: [v] for k, v in PARQUET_OK.items()}, "actor_id": ["1"]}, "column actor_id has type string"),
+        ],
+    )
+    def test_schema_problems_name_the_file(self, tmp_path: Path, columns: dict[str, list[object]],
+                                           reason: str) -> None:
+        """Missing, unknown or mistyped columns: "file: reason"."""
+        path = tmp_path / "e.parquet"
+        pq.write_table(pa.table(columns), path)
+        with pytest.raises(EventLogError) as info:
+            read_event_file(path, now=NOW, bad_lines=BadLines(10))
+        assert str(info.value).startswith(f"{path}: ") and reason in info.value.reason, str(info.value)
+
+    def test_not_a_parquet_file(self, tmp_path: Path) -> None:
+        """A file named .parquet that is not one fails as a whole."""
+        path = tmp_path / "e.parquet"
+        path.write_bytes(b"time_ms,event\n")
+        with pytest.raises(EventLogError, match="cannot read Parquet"):
+            read_event_file(path, now=NOW)
+
+    @pytest.mark.parametrize("with_ids", [True, False])
+    def test_writer_round_trip_in_row_groups(self, tmp_path: Path, with_ids: bool) -> None:
+        """write_edge_parquet writes what read_event_file reads back, the
+        same table the edge CSV of the same rows gives, over many row
+        groups."""
+        n = 2500
+        rng = np.random.default_rng(3)
+        names = np.array([n for n, _, _ in EDGE_NAMES])[rng.integers(0, 13, n)]
+        times = T0_MS + rng.integers(-10**6, 10**6, n)
+        actors = rng.integers(1, 50, n)
+        ids = [f"w-{i}" for i in range(n)] if with_ids else None
+        parquet = write_edge_parquet(tmp_path / "e.parquet", times, names, actors, actors + 7, ids,
+                                     row_group_rows=300)
+        assert pq.ParquetFile(parquet).num_row_groups == 9
+        _same_tables(read_event_file(parquet, now=NOW),
+                     read_event_file(write_edge_csv(tmp_path / "e.csv", times, names, actors, actors + 7, ids),
+                                     now=NOW))
+
+    def test_bad_rows_skipped_and_rendered_as_csv(self, tmp_path: Path) -> None:
+        """With a budget, bad rows are skipped and handed over as edge CSV
+        lines under the edge CSV header, so they can be fixed and re-fed."""
+        path = _parquet(tmp_path / "e.parquet", [PARQUET_OK, PARQUET_OK | {"actor_id": None, "event_id": "a,b"},
+                                                 PARQUET_OK | {"event": "poke"}], _EDGE_SCHEMA)
+        rejected: list[RejectedLine] = []
+        table = read_event_file(path, now=NOW, bad_lines=BadLines(2, rejected.append))
+        assert len(table) == 1
+        assert [(str(r.error), r.text) for r in rejected] == [
+            (f"{path}:row 2: actor_id is null", f'{T0_MS},follow,,2,"a,b"'),
+            (f"{path}:row 3: event: unknown event name 'poke' (expected one of "
+             f"{', '.join(n for n, _, _ in EDGE_NAMES)})", f"{T0_MS},poke,1,2,ok"),
+        ]
+        assert rejected[0].header == "time_ms,event,actor_id,target_id,event_id"
+
+
+class TestColumnRules:
+    """The array forms of the event rules against the scalar rules."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(
+        st.sampled_from(list(EventKind)),
+        st.sampled_from([-1, 0, 1, 2, 2**63 - 1]),
+        st.sampled_from([-1, 0, 1, 2, 2**63 - 1]),
+        st.integers(-1, 8),
+        st.sampled_from([0, 1, 128, 129]),
+    ), max_size=30))
+    def test_invalid_events_is_validate(self, rows: list[tuple[EventKind, int, int, int, int]]) -> None:
+        """invalid_events flags exactly the rows validate() refuses."""
+        expected = []
+        for kind, actor, target, detail, id_length in rows:
+            try:
+                validate(Event("x" * id_length, NOW, kind, actor, target, detail,
+                               profile=Profile(actor) if kind == EventKind.PROFILE else None))
+                expected.append(False)
+            except InvalidEvent:
+                expected.append(True)
+        columns = list(zip(*rows)) or [[], [], [], [], []]
+        refused = invalid_events(np.array(columns[0], np.uint8), np.array(columns[1], np.int64),
+                                 np.array(columns[2], np.int64), np.array(columns[3], np.int16),
+                                 np.array(columns[4], np.int64))
+        assert refused.tolist() == expected
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.floats(-10.0, NOW + 10_000, allow_nan=False), max_size=30), st.floats(0, 7200))
+    def test_event_times_is_event_time(self, stamps: list[float], max_future_s: float) -> None:
+        """event_times clamps and refuses exactly as event_time does."""
+        times, refused = event_times(np.array(stamps, np.float64), NOW, max_future_s)
+        for stamp, when, bad in zip(stamps, times.tolist(), refused.tolist()):
+            try:
+                assert (when, bad) == (event_time(stamp, NOW, max_future_s), False)
+            except InvalidEvent:
+                assert bad
