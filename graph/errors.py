@@ -47,7 +47,7 @@ class TooManyBadLines(EventLogError):
     def __init__(self, error: EventLogError, limit: int) -> None:
         super().__init__(error.path, error.line, error.reason, unit=error.unit)
         self.limit = limit
-        self.args = (f"{self.args[0]}; more than {limit} bad line(s), the most that may be skipped",)
+        self.args = (f"{self.args[0]} (bad line {limit + 1}; at most {limit} may be skipped)",)
 
 
 class SnapshotError(GraphError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .config import GraphConfig
 from .contacts import ContactConfig, ContactGraph
 from .embedding import EmbeddingConfig, embed
-from .eventlog import read_event_files
+from .eventlog import BadLines, read_event_file
 from .fold import fold
 from .ranking import RankerTrainingConfig, RankingModel, before, train_ranker
 from .snapshot import write_snapshot
@@ -27,11 +28,28 @@ from .wal_format import is_wal_path, read_wal_table
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class InputStats:
+    """What reading one input gave: events (lines, rows, WAL events) read,
+    of which ``rejected`` were bad and skipped; seconds spent."""
+
+    path: str
+    read: int
+    rejected: int
+    seconds: float
+
+    @property
+    def kept(self) -> int:
+        return self.read - self.rejected
+
+
 @dataclass
 class RebuildReport:
     manifest: dict[str, Any]
     events: int
     timings: dict[str, float] = field(default_factory=dict)
+    inputs: list[InputStats] = field(default_factory=list)
+    rejected: int = 0
 
 
 @dataclass
@@ -80,28 +98,85 @@ def build(table: EventTable, as_of: float, *, config: GraphConfig | None = None,
     return Built(store, vectors, index, contacts, model, timings)
 
 
-def read_inputs(paths: list[Path], *, now: float, max_future_s: float) -> EventTable:
+def read_inputs(paths: list[Path], *, now: float, max_future_s: float, bad_lines: BadLines | None = None,
+                progress: bool = False) -> EventTable:
     """Event log files and write-ahead log segments (a ``.wal`` file or a
     directory of them), concatenated in the order given; the fold keeps the
-    first event of each id, so overlapping sources apply each event once."""
-    tables = [read_wal_table([p]) if is_wal_path(p) else read_event_files([p], now=now, max_future_s=max_future_s)
-              for p in paths]
-    return EventTable.concat(tables)
+    first event of each id, so overlapping sources apply each event once.
+    ``bad_lines``: how many bad lines may be skipped in all (default none:
+    the first raises EventLogError); ``progress``: a bar per file on stderr
+    when it is a terminal."""
+    return read_inputs_counted(paths, now=now, max_future_s=max_future_s, bad_lines=bad_lines,
+                               progress=progress)[0]
+
+
+def read_inputs_counted(paths: list[Path], *, now: float, max_future_s: float, bad_lines: BadLines | None = None,
+                        progress: bool = False) -> tuple[EventTable, list[InputStats]]:
+    """``read_inputs``, and what each input gave."""
+    bad_lines = bad_lines if bad_lines is not None else BadLines()
+    tables: list[EventTable] = []
+    stats: list[InputStats] = []
+    for path in paths:
+        started = time.perf_counter()
+        rejected_before = bad_lines.count
+        with _ProgressBar(Path(path).name, enabled=progress) as bar:
+            if is_wal_path(path):
+                table = read_wal_table([path])
+            else:
+                table = read_event_file(path, now=now, max_future_s=max_future_s, bad_lines=bad_lines,
+                                        progress=bar.update)
+        rejected = bad_lines.count - rejected_before
+        tables.append(table)
+        stats.append(InputStats(str(path), len(table) + rejected, rejected, time.perf_counter() - started))
+    return EventTable.concat(tables), stats
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr for one input, made on its first update (only
+    then is the unit known), and only when stderr is a terminal."""
+
+    def __init__(self, name: str, *, enabled: bool) -> None:
+        self._name = name
+        self._enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def update(self, done: int, total: int, unit: str) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit=unit, unit_scale=True, unit_divisor=1024 if unit == "B" else 1000,
+                             desc=self._name, file=sys.stderr, leave=False, dynamic_ncols=True)
+        self._bar.n = done  # absolute: a reader that starts over goes back
+        self._bar.refresh()
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = None,
             embedding: EmbeddingConfig | None = None, clock: Clock | None = None,
-            ranker: RankerTrainingConfig | None = None) -> RebuildReport:
+            ranker: RankerTrainingConfig | None = None, bad_lines: BadLines | None = None,
+            progress: bool = False) -> RebuildReport:
     """Read the logs in order, fold them, embed, index, train the ranker on
     an inner split of the history and write the snapshot (the model goes in
     the manifest as ``ranker_model``, None when the history is too short).
-    Any bad line raises EventLogError before anything is written."""
+    A bad line raises EventLogError before anything is written, unless
+    ``bad_lines`` allows skipping it (past its limit: TooManyBadLines,
+    nothing written); ``progress`` shows reading progress on a terminal."""
     config = config or GraphConfig()
     embedding = embedding or EmbeddingConfig()
     clock = clock or SystemClock()
     contact = ContactConfig()
     started = time.perf_counter()
-    table = read_inputs(paths, now=clock.now(), max_future_s=config.max_future_s)
+    bad_lines = bad_lines if bad_lines is not None else BadLines()
+    table, inputs = read_inputs_counted(paths, now=clock.now(), max_future_s=config.max_future_s,
+                                        bad_lines=bad_lines, progress=progress)
     read_s = time.perf_counter() - started
     # Every event read is history: decay, windows and the model's inner
     # split are computed "as of" just after the newest event in the logs.
@@ -123,4 +198,4 @@ def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = No
     timings = {"read": read_s, **built.timings, "write": time.perf_counter() - t,
                "total": time.perf_counter() - started}
     log.info("rebuilt %s from %d events in %.1fs", manifest["snapshot_id"], n_events, timings["total"])
-    return RebuildReport(manifest, n_events, timings)
+    return RebuildReport(manifest, n_events, timings, inputs, bad_lines.count)
