@@ -168,14 +168,21 @@ def _select(table: EventTable, mask: np.ndarray) -> EventTable:
     idx = np.flatnonzero(mask)
     out = EventTable(table.time[idx], table.kind[idx], table.actor[idx], table.target[idx], table.detail[idx],
                      table.event_id[idx])
-    where = {int(old): new for new, old in enumerate(idx.tolist())}
-    out.profiles = {where[i]: p for i, p in table.profiles.items() if i in where}
+    # Profile rows are few next to the events: look them up in the kept
+    # indices rather than mapping every kept index.
+    old_rows = np.fromiter(table.profiles, np.int64, len(table.profiles))
+    pos = np.searchsorted(idx, old_rows)
+    kept = (pos < idx.shape[0]) & (idx[np.minimum(pos, max(idx.shape[0] - 1, 0))] == old_rows) \
+        if idx.shape[0] else np.zeros(old_rows.shape[0], bool)
+    out.profiles = {int(new): table.profiles[int(old)] for old, new in zip(old_rows[kept], pos[kept])}
     return out
 
 
 def before(table: EventTable, when: float) -> EventTable:
-    """The events strictly before ``when`` (profiles included)."""
-    return _select(table, table.time < when)
+    """The events strictly before ``when`` (profiles included); the table
+    itself when that is all of it (no copy of a large history)."""
+    mask = table.time < when
+    return table if bool(mask.all()) else _select(table, mask)
 
 
 def _split_examples(table: EventTable, inner_cut: float, graph_config: GraphConfig,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .eventlog import write_edge_csv, write_profile_csv
+from .eventlog import write_edge_csv, write_edge_parquet, write_profile_csv
 from .model import AccountState, AgeAssurance, AgeBand, EventKind, InteractionType, MessagePrivacy, Profile
 from .table import EventTable
 
@@ -842,16 +842,26 @@ def write_demo_logs(net: SyntheticNetwork, out_dir: str | Path) -> list[Path]:
     """Write ``profiles.csv`` and ``events.csv.gz`` (edge CSV with event ids
     ``syn-1``, ``syn-2``, ... in time order) into ``out_dir`` and return
     their paths in the order a rebuild reads them: profiles first."""
+    return write_event_logs(net, out_dir, events_name="events.csv.gz")
+
+
+def write_event_logs(net: SyntheticNetwork, out_dir: str | Path, *, events_name: str = "events.csv",
+                     event_ids: bool = True) -> list[Path]:
+    """Write ``profiles.csv`` and the edge log ``events_name`` (CSV, .csv.gz
+    or .parquet by its suffix; event ids ``syn-1``, ``syn-2``, ... in time
+    order unless ``event_ids`` is False) into ``out_dir``; return their
+    paths in the order a rebuild reads them: profiles first."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     profiles = write_profile_csv(out / "profiles.csv", net.profiles)
     rows = _edge_rows(net)
-    events = write_edge_csv(
-        out / "events.csv.gz",
+    writer = write_edge_parquet if events_name.endswith(".parquet") else write_edge_csv
+    events = writer(
+        out / events_name,
         rows.time_ms,
         _CODE_NAME[rows.code],
         rows.actor,
         rows.target,
-        _event_ids(len(rows.code)),
+        _event_ids(len(rows.code)) if event_ids else None,
     )
     return [profiles, events]
