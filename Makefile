@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python -m tests.bench.durability_bench
 	$(BIN)/python -m tests.bench.serving_bench
 	$(BIN)/python -m tests.bench.retrieval_bench
+	$(BIN)/python -m tests.bench.rebuild_bench
 
 # Offline evaluation on the temporal data sets in $(DATA) (not part of test).
 eval: install
