@@ -17,9 +17,10 @@ header line (the two CSV forms); the text ones may be gzip-compressed
    proto name (``AGE_BAND_16_17``) or its short form (``16_17``), any case;
    an empty cell means the field is not carried. Each row is a PROFILE event
    at ``now`` with event id "".
-4. Edge Parquet (``.parquet``): the edge CSV's columns, typed (time_ms
-   int64, event string, actor_id / target_id int64, optional event_id
-   string); see ``graph.eventlog_arrow``.
+4. Parquet (``.parquet``): the columns of either CSV form, typed (edge:
+   time_ms int64, event string, actor_id / target_id int64, optional
+   event_id string; profile: user_id int64, strings as in the CSV,
+   discoverable boolean); see ``graph.eventlog_arrow``.
 
 Every bad line raises ``EventLogError(path, line, reason)``: lines count from
 1, the header being line 1, and the reason names the column or field
@@ -307,9 +308,9 @@ def read_event_file(
     bad_lines = bad_lines if bad_lines is not None else BadLines()
     suffix = _format_suffix(path)
     if suffix in PARQUET_SUFFIXES and not _is_gzip(path):
-        from .eventlog_arrow import read_edge_parquet
+        from .eventlog_arrow import read_parquet
 
-        return read_edge_parquet(path, label, now, max_future_s, bad_lines, progress)
+        return read_parquet(path, label, now, max_future_s, bad_lines, progress)
     if suffix not in JSON_SUFFIXES:
         # pyarrow costs a fraction of a second to import; only CSVs need it.
         from .eventlog_arrow import read_edge_csv

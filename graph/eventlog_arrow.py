@@ -18,7 +18,8 @@ the same ``file:line: reason`` for every bad line:
   caller then reads the file line by line, so messages stay exact.
 
 Parquet has rows, not lines: its bad rows are reported as ``file:row N``
-(rows count from 1) and rejected rows are rendered as edge CSV lines.
+(rows count from 1) and rejected rows are rendered as CSV lines of the
+same form (edge or profile), so that they can be fixed and fed back.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from .eventlog import (
     EDGE_COLUMNS,
     EDGE_EVENT_NAMES,
     EDGE_OPTIONAL_COLUMNS,
+    PROFILE_COLUMNS,
+    PROFILE_OPTIONAL_COLUMNS,
     BadLines,
     Progress,
     _csv_kind,
@@ -49,12 +52,14 @@ from .eventlog import (
     _edge_row,
     _EdgeLayout,
     _is_gzip,
+    _profile_row,
     _RowError,
 )
 from .events import event_times, invalid_events
+from .model import EventKind, Profile
 from .table import EventTable
 
-__all__ = ["read_edge_csv", "read_edge_parquet"]
+__all__ = ["read_edge_csv", "read_parquet"]
 
 # Big enough that per-chunk overhead vanishes, small enough that a chunk's
 # string columns stay well under a gigabyte.
@@ -415,56 +420,77 @@ def _name_index(column: pa.ChunkedArray) -> npt.NDArray[np.intp]:
 _PARQUET_INT = "an integer (int64)"
 
 
-def _parquet_schema(schema: pa.Schema, label: str) -> list[str]:
-    """The columns to read; raises EventLogError (the file as a whole) for
-    missing, unknown or mistyped columns."""
+def _parquet_schema(schema: pa.Schema, label: str) -> tuple[str, list[str]]:
+    """("edge" or "profile", the columns to read in CSV order); raises
+    EventLogError (the file as a whole) for missing, unknown or mistyped
+    columns."""
     names = list(schema.names)
 
     def fail(reason: str) -> EventLogError:
         return EventLogError(label, 0, reason, unit="row")
 
-    missing = [c for c in EDGE_COLUMNS if c not in names]
+    if "user_id" in names:
+        kind, required, optional = "profile", PROFILE_COLUMNS, PROFILE_OPTIONAL_COLUMNS
+    else:
+        kind, required, optional = "edge", EDGE_COLUMNS, EDGE_OPTIONAL_COLUMNS
+    missing = [c for c in required if c not in names]
     if missing:
-        raise fail(f"edge Parquet file is missing column(s) {', '.join(missing)} "
-                   f"(expected {','.join(EDGE_COLUMNS)}[,event_id])")
-    unknown = [c for c in names if c not in EDGE_COLUMNS and c not in EDGE_OPTIONAL_COLUMNS]
+        raise fail(f"{kind} Parquet file is missing column(s) {', '.join(missing)} "
+                   f"(expected {','.join(required)}[,{','.join(optional)}])")
+    unknown = [c for c in names if c not in required and c not in optional]
     if unknown:
-        raise fail(f"unknown column(s) {', '.join(map(repr, unknown))} in the edge Parquet file")
+        raise fail(f"unknown column(s) {', '.join(map(repr, unknown))} in the {kind} Parquet file")
     for name in names:
-        kind = schema.field(name).type
-        if pa.types.is_dictionary(kind):
-            kind = kind.value_type
+        column_type = schema.field(name).type
+        if pa.types.is_dictionary(column_type):
+            column_type = column_type.value_type
         if name == "time_ms":
-            ok = pa.types.is_integer(kind) or pa.types.is_timestamp(kind)
+            ok = pa.types.is_integer(column_type) or pa.types.is_timestamp(column_type)
             want = "an integer (Unix milliseconds) or a timestamp"
-        elif name in ("actor_id", "target_id"):
-            ok, want = pa.types.is_integer(kind), _PARQUET_INT
+        elif name in ("actor_id", "target_id", "user_id"):
+            ok, want = pa.types.is_integer(column_type), _PARQUET_INT
+        elif name == "discoverable":
+            ok, want = pa.types.is_boolean(column_type) or _is_text(column_type), "a boolean or a string"
         else:
-            ok, want = pa.types.is_string(kind) or pa.types.is_large_string(kind), "a string"
-        if not ok:
-            raise fail(f"column {name} has type {kind}, expected {want}")
-    return names
+            ok, want = _is_text(column_type), "a string"
+        # A column of nothing but nulls has the null type: its rows say why.
+        if not ok and not pa.types.is_null(column_type):
+            raise fail(f"column {name} has type {column_type}, expected {want}")
+    return kind, [c for c in (*required, *optional) if c in names]
 
 
-def read_edge_parquet(
+def _is_text(column_type: pa.DataType) -> bool:
+    return bool(pa.types.is_string(column_type) or pa.types.is_large_string(column_type))
+
+
+def read_parquet(
     path: Path, label: str, now: float, max_future_s: float, bad_lines: BadLines, progress: Progress | None
 ) -> EventTable:
-    """An edge Parquet file (the edge CSV's columns: time_ms int64 Unix ms or
-    a timestamp, event string, actor_id / target_id int64, optional
-    event_id string) as an EventTable, read in record batches. A null
-    event_id means ""; other nulls are bad rows. Bad rows go to
-    ``bad_lines`` as ``file:row N: reason``, rendered as edge CSV lines."""
+    """An edge or a profile Parquet file (told apart by a user_id column),
+    read in record batches, as an EventTable.
+
+    Edge: the edge CSV's columns, time_ms int64 Unix ms (or a timestamp),
+    event string, actor_id / target_id int64, optional event_id string (null
+    means ""). Profile: the profile CSV's columns, user_id int64, the enum
+    columns and region_code strings spelt as in the CSV, discoverable
+    boolean (or a string as in the CSV); nulls mean "not carried". Other
+    nulls are bad rows. Bad rows go to ``bad_lines`` as ``file:row N:
+    reason``, rendered as CSV lines of the same form."""
     done = 0
     try:
         parquet = pq.ParquetFile(path)
-        names = _parquet_schema(parquet.schema_arrow, label)
+        kind, header = _parquet_schema(parquet.schema_arrow, label)
         total = parquet.metadata.num_rows
-        header = [c for c in (*EDGE_COLUMNS, *EDGE_OPTIONAL_COLUMNS) if c in names]
-        layout = _EdgeLayout.of(header)
         header_line = _csv_line(header)
+        if kind == "edge":
+            layout = _EdgeLayout.of(header)
         pieces: list[_Chunk] = []
+        profiles: dict[int, Profile] = {}
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=header):
-            rows, rejects = _parquet_batch(batch, done, header, layout, label, now, max_future_s)
+            if kind == "edge":
+                rows, rejects = _parquet_batch(batch, done, header, layout, label, now, max_future_s)
+            else:
+                rows, rejects = _profile_batch(batch, done, header, label, now, profiles)
             rejects.report(bad_lines, header_line)
             pieces.append(rows.kept())
             done += batch.num_rows
@@ -474,7 +500,36 @@ def read_edge_parquet(
         where = done + 1 if done else 0
         reason = " ".join(str(err).split())
         raise EventLogError(label, where, f"cannot read Parquet: {reason}", unit="row") from err
-    return _concat(pieces)
+    table = _concat(pieces)
+    table.profiles = profiles
+    return table
+
+
+def _profile_batch(
+    batch: pa.RecordBatch, offset: int, header: list[str], label: str, now: float, profiles: dict[int, Profile]
+) -> tuple[_Chunk, _Rejects]:
+    """Profile rows through the profile CSV's row function (profiles are
+    one row per user: no need to go column-wise); kept profiles are added to
+    ``profiles`` under their row in the table being built."""
+    col = {name: i for i, name in enumerate(header)}
+    n = batch.num_rows
+    rejects = _Rejects()
+    keep = np.ones(n, np.bool_)
+    users = np.zeros(n, np.int64)
+    for i, values in enumerate(zip(*(batch.column(j).to_pylist() for j in range(len(header))))):
+        cells = ["" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v) for v in values]
+        try:
+            if values[col["user_id"]] is None:
+                raise _RowError("user_id is null")
+            profile = _profile_row(cells, col, now)
+        except _RowError as err:
+            rejects.add(EventLogError(label, offset + i + 1, err.reason, unit="row"), _csv_line(cells))
+            keep[i] = False
+            continue
+        users[i] = profile.user_id
+        profiles[len(profiles)] = profile  # every row kept is a profile: its row in the table
+    return _Chunk(np.full(n, now, np.float64), np.full(n, int(EventKind.PROFILE), np.uint8), users,
+                  np.zeros(n, np.int64), np.zeros(n, np.int16), np.full(n, "", object), keep), rejects
 
 
 def _parquet_ints(column: pa.Array) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
@@ -482,6 +537,8 @@ def _parquet_ints(column: pa.Array) -> tuple[npt.NDArray[np.int64], npt.NDArray[
     unsigned values beyond int64)."""
     if pa.types.is_timestamp(column.type):
         column = column.cast(pa.timestamp("ms")).cast(pa.int64())
+    elif pa.types.is_null(column.type):
+        column = column.cast(pa.int64())
     odd = column.is_null().to_numpy(zero_copy_only=False)
     if pa.types.is_uint64(column.type):
         raw = column.fill_null(0).to_numpy(zero_copy_only=False)

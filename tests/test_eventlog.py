@@ -712,3 +712,54 @@ class TestColumnRules:
                 assert (when, bad) == (event_time(stamp, NOW, max_future_s), False)
             except InvalidEvent:
                 assert bad
+
+
+class TestProfileParquet:
+    def test_same_profiles_as_the_csv(self, tmp_path: Path) -> None:
+        """A profile Parquet file (strings spelt as in the CSV, discoverable
+        boolean, nulls for "not carried") gives the profiles the CSV gives."""
+        rows = [
+            {"user_id": 1, "age_band": "ADULT", "message_privacy": "everyone", "account_state": "ACTIVE",
+             "region_code": "GB", "discoverable": True, "age_assurance": "VERIFIED"},
+            {"user_id": 2, "age_band": "16_17", "message_privacy": None, "account_state": "ACTIVE",
+             "region_code": None, "discoverable": None, "age_assurance": None},
+            {"user_id": 3, "age_band": None, "message_privacy": None, "account_state": None,
+             "region_code": None, "discoverable": False, "age_assurance": None},
+        ]
+        path = tmp_path / "p.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+        table = read_event_file(path, now=NOW)
+        assert table.profiles == {
+            0: Profile(1, AgeBand.ADULT, MessagePrivacy.EVERYONE, AccountState.ACTIVE, "GB", True,
+                       AgeAssurance.VERIFIED),
+            1: Profile(2, AgeBand.AGE_16_17, None, AccountState.ACTIVE),
+            2: Profile(3, discoverable=False),
+        }
+        assert table.kind.tolist() == [EventKind.PROFILE] * 3 and table.time.tolist() == [NOW] * 3
+
+    def test_bad_rows_are_skipped_as_profile_csv_lines(self, tmp_path: Path) -> None:
+        """Bad profile rows: "file:row N: reason" with the CSV's reasons,
+        rendered as profile CSV lines; the profiles after them keep their
+        rows in the table."""
+        path = tmp_path / "p.parquet"
+        pq.write_table(pa.table({"user_id": [1, None, 3, 4], "age_band": ["ADULT", "ADULT", "ELDER", "ADULT"],
+                                 "message_privacy": [None] * 4, "account_state": [None] * 4}), path)
+        rejected: list[RejectedLine] = []
+        table = read_event_file(path, now=NOW, bad_lines=BadLines(2, rejected.append))
+        assert [(str(r.error)[: str(r.error).find(" (")] if "(" in str(r.error) else str(r.error), r.text)
+                for r in rejected] == [
+            (f"{path}:row 2: user_id is null", ",ADULT,,"),
+            (f"{path}:row 3: age_band: unknown value 'ELDER'", "3,ELDER,,"),
+        ]
+        assert rejected[0].header == "user_id,age_band,message_privacy,account_state"
+        assert table.actor.tolist() == [1, 4]
+        assert table.profiles == {0: Profile(1, AgeBand.ADULT), 1: Profile(4, AgeBand.ADULT)}
+
+    def test_edge_columns_of_nulls_only(self, tmp_path: Path) -> None:
+        """A column holding only nulls (Parquet's null type) makes bad rows,
+        not a schema error."""
+        path = tmp_path / "e.parquet"
+        pq.write_table(pa.table({"time_ms": [T0_MS], "event": ["follow"], "actor_id": [1], "target_id": [None]}),
+                       path)
+        with pytest.raises(EventLogError, match=r":row 1: target_id is null$"):
+            read_event_file(path, now=NOW)
