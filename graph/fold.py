@@ -12,6 +12,7 @@ import numpy as np
 from . import arrays
 from .clock import Clock
 from .config import GraphConfig
+from .erasure import ErasureLedger
 from .event_ids import EventIdSet
 from .ids import IdMap
 from .model import EventKind
@@ -69,15 +70,30 @@ def _effective_offs(keys: np.ndarray, order: np.ndarray, on: np.ndarray,
     return k[last], t[last]
 
 
-def fold(table: EventTable, config: GraphConfig, clock: Clock) -> GraphStore:
+def names_erased(actor: np.ndarray, target: np.ndarray, ledger: ErasureLedger) -> np.ndarray:
+    """Per event, does it name an erased user (or is it a redacted WAL
+    event, actor 0)? Only the distinct ids are looked up in the ledger."""
+    named = np.unique(np.concatenate([actor, target[target > 0]]))
+    dead = named[ledger.erased_among(named)] if ledger else named[:0]
+    return (actor <= 0) | np.isin(actor, dead) | ((target > 0) & np.isin(target, dead))
+
+
+def fold(table: EventTable, config: GraphConfig, clock: Clock, *, ledger: ErasureLedger | None = None) -> GraphStore:
+    """The store the events of ``table`` make. ``ledger``: users erased
+    before (an earlier snapshot's, or a ledger file): their events are
+    dropped as if they were erased at the start, so older logs cannot bring
+    them back. The store's ledger holds those and every user erased in the
+    table; the ids of events naming an erased user are not remembered
+    (clients may have put user ids in them)."""
     keep = dedupe(table)
     kind = table.kind[keep]
     actor = table.actor[keep]
     target = table.target[keep]
     time = table.time[keep]
     detail = table.detail[keep]
-    erased_ext = np.unique(actor[kind == EventKind.ERASE_USER])
-    alive = ~np.isin(actor, erased_ext) & ~np.isin(target, erased_ext)
+    ledger = ledger.copy() if ledger is not None else ErasureLedger()
+    ledger.add_many(actor[(kind == EventKind.ERASE_USER) & (actor > 0)])
+    alive = ~names_erased(actor, target, ledger)
     users = arrays.unique(np.concatenate([actor[alive], target[alive & (target > 0)]]))
     ids = IdMap(users)
     n = len(ids)
@@ -144,10 +160,10 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock) -> GraphStore:
         interactions, logs, lock,
         watermark=int(keep.shape[0]),
         last_event_time=float(time.max(initial=0.0)),
-        erased=set(erased_ext.tolist()),
+        ledger=ledger,
         # Remembered, so that a live retry or a later rebuild fed the same
         # events counts them as duplicates.
-        seen_ids=EventIdSet.from_ids(table.event_id[keep]),
+        seen_ids=EventIdSet.from_ids(table.event_id[keep[alive]]),
     )
     return store
 
@@ -158,4 +174,4 @@ def keep_profile_rows(table: EventTable, keep: np.ndarray, alive: np.ndarray) ->
     return [int(i) for i in applied.tolist() if int(i) in table.profiles]
 
 
-__all__ = ["fold", "dedupe"]
+__all__ = ["fold", "dedupe", "names_erased"]

@@ -18,6 +18,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .config import GraphConfig
 from .contacts import ContactConfig, ContactGraph
 from .embedding import EmbeddingConfig, embed
+from .erasure import ErasureLedger
 from .eventlog import BadLines, read_event_file
 from .fold import fold
 from .ranking import RankerTrainingConfig, RankingModel, before, train_ranker
@@ -67,11 +68,13 @@ class Built:
 
 def build(table: EventTable, as_of: float, *, config: GraphConfig | None = None,
           embedding: EmbeddingConfig | None = None, contact: ContactConfig | None = None,
-          ranker: RankerTrainingConfig | None = None, train: bool = True) -> Built:
+          ranker: RankerTrainingConfig | None = None, train: bool = True,
+          ledger: ErasureLedger | None = None) -> Built:
     """Fold the events strictly before ``as_of`` (clock set to ``as_of``),
     embed, index, build the contact graph and train the ranker on an inner
     split of the same events. Nothing at or after ``as_of`` is read: the
-    evaluation builds its "as of the cut" snapshots with this."""
+    evaluation builds its "as of the cut" snapshots with this. ``ledger``:
+    users erased before, kept out (see ``fold``)."""
     config = config or GraphConfig()
     embedding = embedding or EmbeddingConfig()
     contact = contact or ContactConfig()
@@ -88,7 +91,7 @@ def build(table: EventTable, as_of: float, *, config: GraphConfig | None = None,
         timings["ranker"] = time.perf_counter() - t
         gc.collect()
     t = time.perf_counter()
-    store = fold(history, config, ManualClock(as_of))
+    store = fold(history, config, ManualClock(as_of), ledger=ledger)
     timings["fold"] = time.perf_counter() - t
     t = time.perf_counter()
     vectors = embed(store, embedding, now=as_of)

@@ -25,6 +25,16 @@ from .ann import load_index, save_index
 from .clock import Clock
 from .config import GraphConfig
 from .csr import CSR
+from .erasure import (
+    KEY_FILE,
+    ErasureKeyError,
+    ErasureLedger,
+    key_id,
+    ledger_with_key,
+    load_or_create_key,
+    read_key,
+    read_ledger_file,
+)
 from .errors import SnapshotError
 from .event_ids import EventIdSet
 from .ids import IdMap
@@ -33,7 +43,11 @@ from .profiles import COLUMNS, ProfileTable
 from .relations import EdgeSet, WeightedEdges
 from .store import EDGE_SETS, PAIR_LOGS, GraphStore
 
-FORMAT_VERSION = 2
+# 3: the erased users are a ledger of keyed hashes (``erasure.ledger``),
+# never ids; 2 listed their ids (``erased``) and is still read.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+LEDGER = "erasure.ledger"
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "embeddings.npy"
@@ -67,7 +81,14 @@ def _sha256(path: Path) -> str:
 def store_arrays(store: GraphStore) -> dict[str, np.ndarray]:
     """Every array of the store's state, after folding overlays in."""
     store.compact()
-    arrays: dict[str, np.ndarray] = {"ids.ext": store.ids.all_ext()}
+    ext = store.ids.all_ext()
+    erased_rows = np.array(sorted(store.erased_rows), np.int64)
+    if erased_rows.shape[0]:
+        # Rows never move, so an erased user's row stays; its id does not:
+        # a distinct negative number no event can name.
+        ext = ext.copy()
+        ext[erased_rows] = -1 - erased_rows
+    arrays: dict[str, np.ndarray] = {"ids.ext": ext}
     for name in EDGE_SETS:
         out, rev = getattr(store, name).base()
         arrays[f"{name}.out.indptr"] = out.indptr
@@ -87,7 +108,6 @@ def store_arrays(store: GraphStore) -> dict[str, np.ndarray]:
     for name in PAIR_LOGS:
         for column, values in getattr(store, name).to_arrays().items():
             arrays[f"{name}.{column}"] = values
-    arrays["erased"] = np.array(sorted(store.erased), np.int64)
     # Sorted unique UTF-8 ids (S<n>) of every event applied: retries after
     # a restart, and overlapping rebuild inputs, stay duplicates.
     arrays[EVENT_IDS] = store.seen_ids.to_array()
@@ -107,7 +127,9 @@ def write_snapshot(store: GraphStore, vectors: np.ndarray, index: faiss.Index, o
     tmp.mkdir()
     try:
         files: dict[str, str] = {}
-        for name, values in store_arrays(store).items():
+        with store.lock:
+            ledger_arrays, erasure = _ledger_for(store.ledger, out_dir.parent)
+        for name, values in {**store_arrays(store), **ledger_arrays}.items():
             path = tmp / f"{name}.npy"
             np.save(path, np.ascontiguousarray(values), allow_pickle=False)
         np.save(tmp / VECTORS_FILE, np.ascontiguousarray(vectors, np.float32), allow_pickle=False)
@@ -129,7 +151,7 @@ def write_snapshot(store: GraphStore, vectors: np.ndarray, index: faiss.Index, o
                 "follow_edges": stats.follow_edges,
                 "friend_pairs": stats.friend_pairs,
                 "interaction_pairs": stats.interaction_pairs,
-                "erased": len(store.erased),
+                "erased": len(store.ledger),
                 "event_ids": len(store.seen_ids),
             },
             "graph_config": {
@@ -139,6 +161,7 @@ def write_snapshot(store: GraphStore, vectors: np.ndarray, index: faiss.Index, o
             "embedding_dim": int(vectors.shape[1]),
             "index_type": type(index).__name__,
             "files": files,
+            **erasure,
             **(extra or {}),
         }
         with open(tmp / MANIFEST, "w") as f:
@@ -167,8 +190,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as err:
         raise SnapshotError(f"{path}: unreadable manifest: {err}") from None
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise SnapshotError(f"{directory}: snapshot format {version}, this build reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise SnapshotError(f"{directory}: snapshot format {version}, this build reads "
+                            f"{' and '.join(map(str, READABLE_VERSIONS))}")
     return manifest
 
 
@@ -230,7 +254,7 @@ def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: 
         config, clock, ids, profiles, edge_sets, interactions, logs, lock,
         watermark=int(manifest["watermark"]),
         last_event_time=float(manifest["last_event_time"]),
-        erased=set(arr("erased", mmap=False).tolist()),
+        ledger=_read_ledger(directory, manifest, arr),
         seen_ids=_event_ids(directory, arr),
     )
     vectors = arr(VECTORS_FILE.removesuffix(".npy"))
@@ -245,3 +269,94 @@ def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: 
         for name in manifest["files"] if name.startswith(EXTRA_PREFIX)
     }
     return Snapshot(store, vectors, index, manifest, extras)
+
+
+def _ledger_for(ledger: ErasureLedger, data_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The ledger's array and manifest entry, hashed under the data
+    directory's key (created with the first erasure written there). An
+    empty ledger needs no key."""
+    if not ledger:
+        return {LEDGER: np.zeros(0, "S32")}, {}
+    try:
+        key = load_or_create_key(data_dir, ledger.key)
+        ledger.bind(key)
+    except ErasureKeyError as err:
+        raise SnapshotError(f"{data_dir}: {err}") from None
+    return {LEDGER: ledger.to_array()}, {"erasure": {"key_id": key_id(key)}}
+
+
+def _read_ledger(directory: Path, manifest: dict[str, Any], arr: Callable[..., np.ndarray]) -> ErasureLedger:
+    """The erased users: a format 3 snapshot's ledger, checked against the
+    key beside it; a format 2 snapshot's plain id list (kept in memory
+    only, hashed when next written)."""
+    try:
+        key = read_key(directory.parent)
+        if manifest["format_version"] == 2:
+            ledger = ErasureLedger(key)
+            ledger.add_many(arr("erased", mmap=False))
+            return ledger
+        digests = arr(LEDGER, mmap=False)
+        if digests.ndim != 1 or digests.dtype != np.dtype("S32"):
+            raise SnapshotError(f"{directory}: {LEDGER}.npy holds {digests.dtype} {digests.shape}, not a ledger")
+        expected = str(manifest.get("erasure", {}).get("key_id", ""))
+        return ledger_with_key(digests, expected, key, str(directory.parent / KEY_FILE))
+    except ErasureKeyError as err:
+        raise SnapshotError(f"{directory}: {err}") from None
+
+
+def load_ledger(path: Path) -> ErasureLedger:
+    """The erasure ledger of a snapshot directory (verified) or of a ledger
+    file (``graph.erasure.write_ledger_file``); its key is read from
+    ``erasure.key`` beside it. For a rebuild that must not bring erased
+    users back from older logs. Raises SnapshotError."""
+    path = Path(path)
+    if not path.is_dir():
+        try:
+            return read_ledger_file(path)
+        except ErasureKeyError as err:
+            raise SnapshotError(str(err)) from None
+    manifest = verify(path)
+
+    def arr(name: str, mmap: bool = False) -> np.ndarray:
+        try:
+            return np.load(path / f"{name}.npy", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise SnapshotError(f"{path}: {name}.npy unreadable: {err}") from None
+
+    return _read_ledger(path, manifest, arr)
+
+
+def snapshots_naming(data_dir: Path, ledger: ErasureLedger, *, keep: Path) -> list[Path]:
+    """Snapshot directories under ``data_dir`` (finished, or left half
+    written by a crash) other than ``keep`` that still hold an erased
+    user's id in the clear: in their id map, or in a format 2 erased
+    list."""
+    found: list[Path] = []
+    if not ledger or not Path(data_dir).is_dir():
+        return found
+    keep = Path(keep).resolve()
+    for path in sorted(Path(data_dir).iterdir()):
+        if not path.is_dir() or path.resolve() == keep or not (path / "ids.ext.npy").is_file():
+            continue
+        ids = [np.load(path / "ids.ext.npy", allow_pickle=False)]
+        if (path / "erased.npy").is_file():
+            ids.append(np.load(path / "erased.npy", allow_pickle=False))
+        values = np.unique(np.concatenate([np.asarray(i, np.int64).ravel() for i in ids]))
+        values = values[values > 0]
+        if ledger.erased_among(values).any():
+            found.append(path)
+    return found
+
+
+def remove_snapshot(path: Path) -> None:
+    """Remove a snapshot directory so that it is gone at once for readers
+    (renamed away, then deleted)."""
+    path = Path(path)
+    doomed = path.parent / f".{path.name}.removing-{os.getpid()}"
+    os.rename(path, doomed)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    shutil.rmtree(doomed)

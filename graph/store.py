@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from .clock import Clock, SystemClock
 from .config import GraphConfig
 from .csr import CSR, ROW
+from .erasure import ErasureLedger
 from .event_ids import EventIdSet
 from .ids import IdMap
 from .model import Event, EventKind
@@ -70,7 +72,7 @@ class GraphStore:
         *,
         watermark: int = 0,
         last_event_time: float = 0.0,
-        erased: set[int] | None = None,
+        ledger: ErasureLedger | None = None,
         seen_ids: EventIdSet | None = None,
     ) -> None:
         self.config = config
@@ -89,8 +91,18 @@ class GraphStore:
         self.lock = lock
         self.watermark = watermark
         self.last_event_time = last_event_time
-        # External ids of erased users: events about them are ignored.
-        self.erased: set[int] = erased or set()
+        # Who was erased (keyed hashes, see graph.erasure): events naming
+        # them are ignored and they never get a row again.
+        self.ledger = ledger if ledger is not None else ErasureLedger()
+        # Rows of erased users that still exist: erased here, or blanked
+        # (negative ids) in a snapshot written from a live store. Checking
+        # rows keeps hashing off the hot path: only an id seen for the
+        # first time is looked up in the ledger.
+        ext = ids.all_ext()
+        self._erased_rows: set[int] = set(np.flatnonzero(ext < 0).tolist())
+        if self.ledger.known:
+            known = np.fromiter(self.ledger.known, np.int64, len(self.ledger.known))
+            self._erased_rows.update(r for r in ids.rows(known).tolist() if r >= 0)
         # Ids of every event applied (snapshot and live): retries are no-ops.
         self._seen_ids = seen_ids if seen_ids is not None else EventIdSet()
         self._compactor: threading.Thread | None = None
@@ -126,6 +138,30 @@ class GraphStore:
     def n_rows(self) -> int:
         return len(self.ids)
 
+    @property
+    def erased(self) -> frozenset[int]:
+        """Ids erased by this process, in the clear (memory only): enough to
+        filter a raw event table this store was folded from. Whether any id
+        was ever erased: ``is_erased``."""
+        return self.ledger.known
+
+    @property
+    def erased_rows(self) -> frozenset[int]:
+        """Rows that belonged to erased users."""
+        with self.lock:
+            return frozenset(self._erased_rows)
+
+    def is_erased(self, ext: int) -> bool:
+        row = self.ids.row(ext)
+        if row >= 0 and row in self._erased_rows:
+            return True
+        return bool(self.ledger) and ext in self.ledger
+
+    def erased_subset(self, ext: Iterable[int]) -> set[int]:
+        """The erased users among ``ext`` (safe from any thread)."""
+        with self.lock:
+            return self.ledger.subset(ext)
+
     # -- writes --------------------------------------------------------
     def apply(self, event: Event) -> bool:
         """Apply one validated event; False if its id was applied before."""
@@ -152,11 +188,11 @@ class GraphStore:
             hints = self._base_hints(fresh, a_rows, b_rows)
             a_list = a_rows.tolist()
             b_list = b_rows.tolist()
-            erased = self.erased
+            erased = self._erased_rows
             for i, event in enumerate(fresh):
                 # Rows were looked up before the loop: an erase earlier in
                 # this batch must still stop later events about that user.
-                if a_list[i] >= 0 and not (erased and (event.actor in erased or event.target in erased)):
+                if a_list[i] >= 0 and not (erased and (a_list[i] in erased or b_list[i] in erased)):
                     self._apply_one(event, a_list[i], b_list[i], hints[i])
                 applied += 1
             self._seen_ids |= batch_ids
@@ -195,18 +231,18 @@ class GraphStore:
         return hints
 
     def _rows_for(self, events: list[Event]) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of actors and targets, creating users on first sight; -1 for
-        events that must not take effect (erased users)."""
+        """Rows of actors and targets, creating users on first sight; actor
+        row -1 for events that must not take effect (naming a user the
+        ledger refuses a row); rows of erased users are left for the caller
+        to check, since an erase may come later in the batch."""
         if len(events) < self._VECTOR_FROM:
             a_list: list[int] = []
             b_list: list[int] = []
             for e in events:
-                a_list.append(self._row_or_new(e.actor))
-                b_list.append(self._row_or_new(e.target) if e.target > 0 else -1)
-            if self.erased:
-                for i, e in enumerate(events):
-                    if e.actor in self.erased or e.target in self.erased:
-                        a_list[i] = -1
+                a = self._row_or_new(e.actor)
+                b = self._row_or_new(e.target) if e.target > 0 else -1
+                a_list.append(-1 if e.target > 0 and b < 0 else a)
+                b_list.append(b)
             return np.array(a_list, ROW), np.array(b_list, ROW)
         actors = np.fromiter((e.actor for e in events), np.int64, len(events))
         targets = np.fromiter((e.target for e in events), np.int64, len(events))
@@ -220,10 +256,7 @@ class GraphStore:
                 b_rows[i] = self.ids.row(int(targets[i]))
                 if b_rows[i] < 0:
                     b_rows[i] = self._new_user(int(targets[i]))
-        if self.erased:
-            for i, e in enumerate(events):
-                if e.actor in self.erased or e.target in self.erased:
-                    a_rows[i] = -1
+        a_rows[(targets > 0) & (b_rows < 0)] = -1
         return a_rows, b_rows
 
     def _row_or_new(self, ext: int) -> int:
@@ -231,7 +264,8 @@ class GraphStore:
         return row if row >= 0 else self._new_user(ext)
 
     def _new_user(self, ext: int) -> int:
-        if ext in self.erased:
+        # Ids are positive; 0 is the actor of a redacted WAL event.
+        if ext <= 0 or (self.ledger and ext in self.ledger):
             return -1
         row = self.ids.add(ext)
         self.profiles.ensure_rows(row + 1)
@@ -291,14 +325,14 @@ class GraphStore:
         for pair_log in (self.reports, self.dismissals, self.unfollows, self.unblocks):
             pair_log.forget_user(row)
         self.profiles.clear(row)
-        self.erased.add(ext)
+        self._erased_rows.add(row)
+        self.ledger.add(ext)
 
     # -- reads ---------------------------------------------------------
     def row(self, ext: int) -> int:
         """Row of an external id; -1 if unknown or erased."""
-        if ext in self.erased:
-            return -1
-        return self.ids.row(ext)
+        row = self.ids.row(ext)
+        return -1 if row >= 0 and row in self._erased_rows else row
 
     def following(self, row: int) -> np.ndarray:
         return self.follows.out(row)

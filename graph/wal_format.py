@@ -19,6 +19,13 @@ loaded than the log reached.
 Only the newest segment can end in a torn frame (the writer seals a segment
 with an fsync before starting the next); readers stop there, the writer
 cuts it off when it opens the log. A bad frame anywhere else is corruption.
+
+An event that named an erased user may be *redacted*: replaced, in its
+place, by a GraphEvent with no kind, no ids, its original event time and a
+random ``redacted:`` event id (so a log given twice to a rebuild still
+counts it once). It keeps its sequence number and reads back as an event
+that changes nothing (``EventKind.ERASE_USER`` of user 0, which no store
+gives a row).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import secrets
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -52,6 +60,9 @@ __all__ = [
     "WalReader",
     "check_header",
     "decode_events",
+    "event_users",
+    "redact",
+    "redacted_event",
     "encode_frame",
     "encode_header",
     "is_wal_path",
@@ -323,7 +334,10 @@ def decode_events(batch: Batch) -> list[Event]:
     now = batch.server_time
     for i, msg in enumerate(batch.events):
         which = msg.WhichOneof("kind")
-        kind = EDGE_KINDS.get(which) if which is not None else None
+        if which is None:
+            events.append(redacted_event(msg, now))
+            continue
+        kind = EDGE_KINDS.get(which)
         if kind is not None or which == "interaction":
             body = getattr(msg, which)
             if msg.HasField("event_time"):
@@ -342,6 +356,37 @@ def decode_events(batch: Batch) -> list[Event]:
         except InvalidEvent as err:
             raise WalCorruptError(f"event {batch.first_sequence + i} of the log is invalid: {err}") from None
     return events
+
+
+REDACTED_PREFIX = "redacted:"
+
+
+def redact(msg: pb.GraphEvent) -> pb.GraphEvent:
+    """The stand-in for ``msg`` in the log (see the module docstring)."""
+    out = pb.GraphEvent(event_id=REDACTED_PREFIX + secrets.token_hex(12))
+    if msg.HasField("event_time"):
+        out.event_time.CopyFrom(msg.event_time)
+    return out
+
+
+def redacted_event(msg: pb.GraphEvent, server_time: float) -> Event:
+    """What a redacted GraphEvent replays as: a no-op at its time, clamped
+    to the record's clock like any event."""
+    when = server_time
+    if msg.HasField("event_time"):
+        when = min(msg.event_time.seconds + msg.event_time.nanos / 1e9, server_time)
+    return Event(msg.event_id, when, EventKind.ERASE_USER, 0)
+
+
+def event_users(msg: pb.GraphEvent) -> tuple[int, ...]:
+    """The user ids a GraphEvent names (none for a redacted one)."""
+    which = msg.WhichOneof("kind")
+    if which is None:
+        return ()
+    body = getattr(msg, which)
+    if which == "profile" or which == "erase_user":
+        return (body.user_id,)
+    return (body.actor_id, body.target_id)
 
 
 def read_wal_table(paths: Iterable[Path]) -> EventTable:
