@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -120,12 +120,13 @@ def _concat(pieces: list[_Chunk]) -> EventTable:
     column is held twice (``EventTable.concat`` holds every column twice)."""
     if not pieces:
         return EventTable.empty()
-    columns = {}
+    columns: dict[str, npt.NDArray[Any]] = {}
     for name in _COLUMNS:
         columns[name] = np.concatenate([getattr(p, name) for p in pieces])
         for p in pieces:
             setattr(p, name, None)
-    return EventTable(**columns)
+    return EventTable(time=columns["time"], kind=columns["kind"], actor=columns["actor"], target=columns["target"],
+                      detail=columns["detail"], event_id=columns["event_id"])
 
 
 @dataclass
@@ -152,7 +153,7 @@ def _open_bytes(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
     with open(path, "rb") as raw:
         if _is_gzip(path):
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                yield unzipped, raw
+                yield cast(IO[bytes], unzipped), raw
         else:
             yield raw, raw
 
@@ -403,15 +404,19 @@ def _int_column(column: pa.ChunkedArray, typed: bool) -> tuple[npt.NDArray[np.in
 def _name_index(column: pa.ChunkedArray) -> npt.NDArray[np.intp]:
     """Index into EDGE_EVENT_NAMES of each row's event name, -1 unknown."""
     if pa.types.is_dictionary(column.type):
-        parts = []
+        parts: list[npt.NDArray[np.intp]] = []
         for chunk in column.chunks:
             of_value = pc.index_in(chunk.dictionary.cast(pa.string()), value_set=_NAME_SET)
             lut = np.append(of_value.fill_null(-1).to_numpy(zero_copy_only=False), -1)
             indices = chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            parts.append(lut[indices])
-        return np.concatenate(parts) if parts else np.zeros(0, np.intp)
+            parts.append(lut[indices].astype(np.intp))
+        if not parts:
+            return np.zeros(0, np.intp)
+        joined: npt.NDArray[np.intp] = np.concatenate(parts)
+        return joined
     found = pc.index_in(column.cast(pa.string()), value_set=_NAME_SET)
-    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+    index: npt.NDArray[np.intp] = np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), np.intp)
+    return index
 
 
 # --- Parquet ----------------------------------------------------------------------
