@@ -155,8 +155,9 @@ class _ProgressBar:
 
             self._bar = tqdm(total=total, unit=unit, unit_scale=True, unit_divisor=1024 if unit == "B" else 1000,
                              desc=self._name, file=sys.stderr, leave=False, dynamic_ncols=True)
-        self._bar.n = done  # absolute: a reader that starts over goes back
-        self._bar.refresh()
+        # Absolute: a reader that starts over (a CSV left to the line reader)
+        # goes back.
+        self._bar.update(done - self._bar.n)
 
     def __enter__(self) -> "_ProgressBar":
         return self
