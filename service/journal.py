@@ -6,7 +6,13 @@ the order of application and a record's sequence numbers are the store's
 watermarks. The fsync wait happens outside it, so concurrent commits share
 one fsync (``service.wal``). ApplyEvents commits through here; so will any
 other state change that must survive a crash (guardian and safety changes
-written as events)."""
+written as events).
+
+Erasure: once a user is erased, an event naming them changes nothing, so
+it is logged and applied redacted (``graph.wal_format.redact``): the log
+never writes the id again. After a batch that erases someone the open
+segment is sealed, so everything naming them sits in sealed segments that
+``wal compact`` can rewrite while the server runs."""
 
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ from dataclasses import dataclass
 from contactgraph.v1 import graph_events_pb2, wal_record_pb2
 from graph.errors import GraphError
 from graph.events import event_to_proto
-from graph.model import Event
+from graph.model import Event, EventKind
 from graph.store import GraphStore
+from graph.wal_format import redact, redacted_event
 
 from .wal import WriteAheadLog
 
@@ -34,9 +41,10 @@ class JournalFailed(GraphError):
 
 @dataclass(frozen=True)
 class CommitResult:
-    """``events``: the events applied, in order (duplicates left out);
-    ``watermark``: the sequence of the last one (or the store's watermark if
-    none was applied)."""
+    """``events``: the events applied, in order (duplicates left out; an
+    event naming an erased user as its redacted stand-in); ``watermark``:
+    the sequence of the last one (or the store's watermark if none was
+    applied)."""
 
     applied: int
     duplicates: int
@@ -95,8 +103,20 @@ class Journal:
             if not picked:
                 return CommitResult(0, duplicates, store.watermark, [])
             fresh = list(events) if duplicates == 0 else [events[i] for i in picked]
+            server_time = store.clock.now() if now is None else now
+            may_redact = bool(store.ledger) or any(e.kind == EventKind.ERASE_USER for e in fresh)
+            logged: list[graph_events_pb2.GraphEvent] = []
+            if messages is not None:
+                logged = [messages[i] for i in picked]
+            elif self._wal is not None or may_redact:
+                # The events' own times are already final: never clamp them.
+                server_time = max(server_time, max(e.time for e in fresh))
+                logged = [event_to_proto(e) for e in fresh]
+            erases = may_redact and _redact_erased(store, fresh, logged, server_time)
             if self._wal is not None:
-                ticket = self._wal.append(self._record(store, fresh, picked, messages, now))
+                record = wal_record_pb2.WalRecord(first_sequence=store.watermark + 1, server_time=server_time)
+                record.events.extend(logged)
+                ticket = self._wal.append(record)
             try:
                 result = store.apply_batch(fresh)
             except BaseException as err:
@@ -107,23 +127,11 @@ class Journal:
                                          "written to outside the journal, so the log no longer matches it")
                 self._fail(mismatch)
                 raise mismatch
+            if erases and self._wal is not None:
+                self._wal.seal()
         if self._wal is not None:
             self._wal.sync(ticket)
         return CommitResult(result.applied, duplicates, result.watermark, fresh)
-
-    @staticmethod
-    def _record(store: GraphStore, fresh: list[Event], picked: list[int],
-                messages: Sequence[graph_events_pb2.GraphEvent] | None, now: float | None) -> wal_record_pb2.WalRecord:
-        server_time = store.clock.now() if now is None else now
-        record = wal_record_pb2.WalRecord(first_sequence=store.watermark + 1)
-        if messages is not None:
-            record.events.extend(messages[i] for i in picked)
-        else:
-            # The events' own times are already final: never clamp them.
-            server_time = max(server_time, max(e.time for e in fresh))
-            record.events.extend(event_to_proto(e) for e in fresh)
-        record.server_time = server_time
-        return record
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -147,3 +155,21 @@ class Journal:
     def _fail(self, err: BaseException) -> None:
         log.critical("journal failed, refusing further writes until a restart: %s", err)
         self._failed = err
+
+
+def _redact_erased(store: GraphStore, events: list[Event], messages: list[graph_events_pb2.GraphEvent],
+                   server_time: float) -> bool:
+    """Replace, in both lists, every event naming a user erased before it
+    (in the store, or earlier in this batch) by its redacted stand-in.
+    Returns whether the batch erases anyone."""
+    erased_now: set[int] = set()
+    erases = False
+    for i, e in enumerate(events):
+        users = (e.actor, e.target) if e.target > 0 else (e.actor,)
+        if any(u in erased_now or store.is_erased(u) for u in users):
+            messages[i] = redact(messages[i])
+            events[i] = redacted_event(messages[i], server_time)
+        elif e.kind == EventKind.ERASE_USER:
+            erased_now.add(e.actor)
+            erases = True
+    return erases

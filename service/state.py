@@ -62,6 +62,7 @@ class ServingState:
         state = ServingState(snapshot, pipeline_for(snapshot, search, safety), replayed)
         if replayed is not None and replayed.events:
             state.fold_in_new_users()
+        state.apply_erasures()
         log.info("loaded snapshot %s (watermark %d) in %.2fs; replayed %d WAL events in %.2fs, watermark %d",
                  snapshot.snapshot_id, int(snapshot.manifest["watermark"]), loaded - started,
                  replayed.events if replayed else 0, time.perf_counter() - loaded, snapshot.store.watermark)
@@ -95,6 +96,28 @@ class ServingState:
         now = store.clock.now()
         for row in sorted(new_rows):
             fold_in_user(search, store, row, now)
+        # A redacted event (actor 0) erases nobody.
+        if any(e.kind == EventKind.ERASE_USER and e.actor > 0 for e in events):
+            self._forget_in_guardians()
+
+    def apply_erasures(self) -> None:
+        """On load: hide the rows of erased users (erased in the snapshot's
+        live history, or by the log just replayed) and drop them from the
+        guardian records."""
+        store = self.store
+        rows = store.erased_rows
+        if rows:
+            self.pipeline.search.hide(np.fromiter(rows, np.int64, len(rows)))
+        if store.ledger:
+            self._forget_in_guardians()
+
+    def _forget_in_guardians(self) -> None:
+        try:
+            self.safety.guardians.forget_erased(self.store.erased_subset)
+        except OSError:
+            # The erasure stands; the journal is scrubbed on the next load
+            # or by `contactgraph wal compact`.
+            log.exception("could not scrub the guardian journal of erased users")
 
     def fold_in_new_users(self) -> int:
         """Fold in every user the write-ahead log added after the snapshot

@@ -12,13 +12,15 @@ before ApplyEvents answers.
 - ``open`` cuts a torn tail off the newest segment and logs how many bytes.
 - An I/O error poisons the log: every later append and sync fails, since
   the store may hold events the log lost. Restart to recover.
+- ``seal`` closes the open segment early (the journal does it after an
+  erasure), so that what names the erased user sits in sealed segments,
+  which ``compact_log`` can rewrite while the server goes on writing.
 """
 
 from __future__ import annotations
 
 import fcntl
 import gc
-import itertools
 import logging
 import os
 import threading
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contactgraph.v1 import wal_record_pb2
+from graph.erasure import ErasureLedger
 from graph.errors import WalCorruptError, WalError
 from graph.model import Event
 from graph.store import GraphStore
@@ -41,8 +44,10 @@ from graph.wal_format import (
     decode_events,
     encode_frame,
     encode_header,
+    event_users,
     list_segments,
     parse_record,
+    redact,
     scan_segment,
     segment_name,
     torn_header,
@@ -192,6 +197,19 @@ class WriteAheadLog:
             self._durable = max(self._durable, target)
             self._syncing = False
             self._cond.notify_all()
+
+    def seal(self) -> None:
+        """Seal the open segment now (fsynced) and continue in a new one,
+        unless it holds no record yet. Raises WalError if the log failed."""
+        with self._append_lock, self._cond:
+            self._check()
+            if self._segment is None or self._size <= HEADER_SIZE or self._next_sequence is None:
+                return
+            try:
+                self._rotate(self._next_sequence)
+            except OSError as err:
+                self._fail(err)
+                raise WalError(f"cannot seal the WAL segment: {err}") from err
 
     def end(self) -> WalPosition | None:
         """Just after the last record written; None before any segment."""
@@ -364,16 +382,180 @@ def replay(directory: Path, store: GraphStore, *, start: WalPosition | None = No
     return Replayed(events, reader.records, store.watermark, reader.position)
 
 
+@dataclass(frozen=True)
+class Compaction:
+    """What ``compact_log`` did.
+
+    ``removed``: segments deleted, wholly at or below the watermark;
+    ``rewritten``: (old, new) paths of segments rewritten without what
+    names an erased user; ``redacted``: events replaced by stand-ins;
+    ``pending``: erase events after the watermark whose users the ledger
+    does not hold yet (they, and what names those users, stay until a
+    snapshot covers them); ``in_use``: a server holds the log, so its open
+    segment was left alone; ``unscrubbed``: segments still naming a ledger
+    user (at most that open one)."""
+
+    removed: list[Path]
+    rewritten: list[tuple[Path, Path]]
+    redacted: int
+    pending: int
+    in_use: bool
+    unscrubbed: list[Path]
+
+
 def compact(directory: Path, watermark: int) -> list[Path]:
     """Remove segments all of whose records are at or below ``watermark``
     (a snapshot's). The newest segment always stays. Returns what was
     removed."""
-    segments = list_segments(Path(directory))
-    removed = []
-    for segment, following in itertools.pairwise(segments):
-        if following.first_sequence - 1 <= watermark:
-            segment.path.unlink()
-            removed.append(segment.path)
-    if removed:
-        _fsync_dir(Path(directory))
-    return removed
+    return compact_log(directory, watermark).removed
+
+
+def compact_log(directory: Path, watermark: int, ledger: ErasureLedger | None = None) -> Compaction:
+    """Compact the log against a snapshot: remove segments wholly at or
+    below its ``watermark``, and rewrite every other segment that names a
+    user in its ``ledger``: records at or below the watermark dropped
+    (the newest segment keeps its last record, so that the log still
+    says where it continues), events naming the user redacted. Sequence
+    numbers do not change, so the log replays onto the snapshot as before.
+
+    Each rewrite is crash-safe: the new segment is written under a
+    temporary name, fsynced, renamed into place (over the old one when the
+    name stays) and the directory fsynced; only then is an old segment of
+    another name deleted. At every point the directory reads as a valid
+    log: an old segment left beside its rewrite holds the same records,
+    and readers skip what they have read already.
+
+    While a server holds the log (its LOCK) its open segment is only read:
+    the server seals the segment after every erasure and redacts events
+    naming erased users before logging them, so that segment holds nothing
+    to scrub unless it was written by an older build."""
+    directory = Path(directory)
+    segments = list_segments(directory)
+    ledger = ledger if ledger is not None else ErasureLedger()
+    if not segments:
+        return Compaction([], [], 0, 0, False, [])
+    removed: list[Path] = []
+    rewritten: list[tuple[Path, Path]] = []
+    unscrubbed: list[Path] = []
+    redacted = pending = 0
+    lock_fd = _try_lock(directory)
+    in_use = lock_fd is None
+    try:
+        if not in_use:
+            for stale in directory.glob(f"*{_TMP}"):
+                stale.unlink()
+        for i, segment in enumerate(segments):
+            newest = i == len(segments) - 1
+            if not newest and segments[i + 1].first_sequence - 1 <= watermark:
+                os.unlink(segment.path)
+                _fsync_dir(directory)
+                removed.append(segment.path)
+                continue
+            records = _records(segment, torn_ok=newest)
+            erased = _erased_in(records, ledger)
+            pending += _pending_erasures(records, watermark, ledger)
+            if not erased:
+                continue
+            if newest and in_use:
+                unscrubbed.append(segment.path)
+                continue
+            new, n = _rewrite(directory, segment, records, watermark, erased, newest)
+            redacted += n
+            if new is None:
+                removed.append(segment.path)
+            else:
+                rewritten.append((segment.path, new))
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+    return Compaction(removed, rewritten, redacted, pending, in_use, unscrubbed)
+
+
+_TMP = ".wal.tmp"
+
+
+def _try_lock(directory: Path) -> int | None:
+    """The log's LOCK, or None while a server holds it."""
+    try:
+        return _lock(directory)
+    except WalError:
+        return None
+
+
+def _records(segment: Segment, *, torn_ok: bool) -> list[tuple[bytes, wal_record_pb2.WalRecord]]:
+    """Every good record of a segment with its payload. A torn tail is
+    left out where one may be (the newest segment); elsewhere damage
+    raises WalCorruptError."""
+    data = segment.path.read_bytes()
+    try:
+        check_header(data, segment)
+    except WalCorruptError:
+        if torn_ok and torn_header(data, segment):
+            return []
+        raise
+    frames, damage = scan_segment(data)
+    if damage is not None and not torn_ok:
+        raise WalCorruptError(f"{segment.path}:{damage.offset}: {damage.reason} in a sealed segment")
+    return [(bytes(payload), parse_record(payload, f"{segment.path}:{end - len(payload)}"))
+            for end, payload in frames]
+
+
+def _erased_in(records: list[tuple[bytes, wal_record_pb2.WalRecord]], ledger: ErasureLedger) -> set[int]:
+    """The ledger's users among those the records name (each distinct id
+    looked up once)."""
+    if not ledger:
+        return set()
+    return ledger.subset(u for _, record in records for msg in record.events for u in event_users(msg))
+
+
+def _pending_erasures(records: list[tuple[bytes, wal_record_pb2.WalRecord]], watermark: int,
+                      ledger: ErasureLedger) -> int:
+    users = [msg.erase_user.user_id for _, record in records
+             for j, msg in enumerate(record.events)
+             if record.first_sequence + j > watermark and msg.WhichOneof("kind") == "erase_user"]
+    return len(users) - len(ledger.subset(users)) if users else 0
+
+
+def _rewrite(directory: Path, segment: Segment, records: list[tuple[bytes, wal_record_pb2.WalRecord]],
+             watermark: int, erased: set[int], newest: bool) -> tuple[Path | None, int]:
+    """Rewrite ``segment`` without records at or below the watermark and
+    with events naming ``erased`` users redacted. Returns the new path
+    (None if nothing was left, and the segment was deleted) and how many
+    events were redacted."""
+    kept = [(p, r) for p, r in records if r.first_sequence + len(r.events) - 1 > watermark]
+    if not kept and newest:
+        kept = records[-1:]
+    if not kept:
+        os.unlink(segment.path)
+        _fsync_dir(directory)
+        return None, 0
+    frames = []
+    redacted = 0
+    for payload, record in kept:
+        hits = [j for j, msg in enumerate(record.events) if any(u in erased for u in event_users(msg))]
+        for j in hits:
+            record.events[j].CopyFrom(redact(record.events[j]))
+        if hits:
+            payload = record.SerializeToString()
+            redacted += len(hits)
+        frames.append(encode_frame(payload))
+    first = kept[0][1].first_sequence
+    target = directory / segment_name(first)
+    tmp = directory / f"{target.name.removesuffix('.wal')}{_TMP}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, encode_header(first) + b"".join(frames))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    # Same name: the rename replaces the old segment in one step. Another
+    # name (records dropped from its front): the old one goes only once the
+    # new one is durable; a reader that finds both reads the same records.
+    os.replace(tmp, target)
+    _fsync_dir(directory)
+    if target != segment.path:
+        os.unlink(segment.path)
+        _fsync_dir(directory)
+    log.info("WAL %s rewritten as %s: %d record(s) kept, %d event(s) redacted", segment.path.name, target.name,
+             len(kept), redacted)
+    return target, redacted

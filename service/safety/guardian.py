@@ -3,22 +3,45 @@ and a security audit log the child can read.
 
 State is durable: every change is appended (and fsynced) to a JSON-lines
 journal that is replayed on start; audit records older than the retention
-are dropped when the journal is loaded."""
+are dropped when the journal is loaded.
+
+Erasure (``forget_erased``; ``scrub_journal`` when no server has the
+journal open): the journal is rewritten without an erased user's id.
+- Records about an erased child (links, controls, audit) go: there is no
+  one left to protect or to show them to.
+- An erased user who is a guardian (a guardian id that is the user's id)
+  is replaced by a pseudonym (``erased-guardian-<random>``) in links,
+  controls and audit: the child keeps the protections that guardian set and
+  still sees in the transparency view what they did, and may unlink them;
+  the erased account itself can no longer act as that guardian.
+- An erased user among another child's removed contacts is dropped from
+  the list (an erased id never comes back, so nothing loosens), and audit
+  details name them as "an erased user".
+Records written later that name an erased user are scrubbed the same way
+before they reach the journal. The journal is rewritten under a temporary
+name, fsynced and renamed into place; a ``LOCK`` beside it (shared while a
+registry has the journal open, exclusive while ``scrub_journal`` rewrites
+it) keeps a rewrite from pulling the file from under a running server."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
+import re
+import secrets
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from graph.clock import Clock
+from graph.model import MAX_USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +116,14 @@ def issue_consent_token(key: bytes, guardian_id: str, child: int, issued: float)
     return f"{stamp}.{mac}"
 
 
+# Which of these user ids are erased? (the store's ledger answers)
+ErasedOf = Callable[[Iterable[int]], set[int]]
+
+
+def _nobody(ids: Iterable[int]) -> set[int]:
+    return set()
+
+
 class GuardianRegistry:
     def __init__(self, key: bytes, clock: Clock, journal: Path | None = None,
                  audit_retention_s: float = DEFAULT_AUDIT_RETENTION_S, token_ttl_s: float = TOKEN_TTL_S) -> None:
@@ -109,9 +140,14 @@ class GuardianRegistry:
         self._messages: dict[int, dict[tuple[int, int], int]] = {}
         # Bumped on every change; the safety engine caches by it.
         self.version = 0
+        self._erased_of: ErasedOf = _nobody
+        # Erased guardian id -> its pseudonym (memory only).
+        self._pseudonyms: dict[str, str] = {}
+        self._lock_fd = -1
         if journal is not None:
-            self._replay(journal)
             journal.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _journal_lock(journal, exclusive=False)
+            self._replay(journal)
         self._journal = open(journal, "a", encoding="utf-8") if journal is not None else None
 
     # -- persistence ---------------------------------------------------
@@ -133,6 +169,13 @@ class GuardianRegistry:
         log.info("guardian journal replayed: %d records", good)
 
     def _write(self, rec: dict[str, Any]) -> None:
+        if self._erased_of is not _nobody:
+            erased = self._erased_of(_named_ids(rec))
+            if erased:
+                scrubbed = _Scrubber(erased, self._pseudonyms)(rec)
+                if scrubbed is None:
+                    return
+                rec = scrubbed
         if self._journal is not None:
             self._journal.write(json.dumps(rec, separators=(",", ":")) + "\n")
             self._journal.flush()
@@ -164,6 +207,62 @@ class GuardianRegistry:
     def close(self) -> None:
         if self._journal is not None:
             self._journal.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- erasure -------------------------------------------------------
+    def forget_erased(self, erased_of: ErasedOf) -> int:
+        """Treat the users ``erased_of`` says are erased as erased from now
+        on (see the module docstring): rewrite the journal and the state
+        without them, and scrub later records. Returns how many records
+        were dropped or changed. Raises OSError if the journal cannot be
+        rewritten (it is then left as it was)."""
+        with self._lock:
+            self._erased_of = erased_of
+            path = self._journal_path
+            records = _read_journal(path) if path is not None else self._state_records()
+            named = set().union(*(_named_ids(r) for r in records), self._messages,
+                                (contact for counts in self._messages.values() for contact, _ in counts))
+            erased = erased_of(named)
+            if not erased:
+                return 0
+            for child in erased & self._messages.keys():
+                del self._messages[child]
+            for counts in self._messages.values():
+                for k in [k for k in counts if k[0] in erased]:
+                    del counts[k]
+            kept, changed = _scrub_all(records, _Scrubber(erased, self._pseudonyms))
+            if not changed:
+                return 0
+            if path is not None:
+                assert self._journal is not None
+                _rewrite_journal(path, kept)
+                self._journal.close()
+                self._journal = open(path, "a", encoding="utf-8")
+            self._children = {}
+            self._audit = []
+            horizon = self._clock.now() - self._retention
+            for rec in kept:
+                self._apply(rec, horizon)
+            self.version += 1
+            log.info("guardian records scrubbed of %d erased user(s): %d record(s) dropped or changed",
+                     len(erased), changed)
+            return changed
+
+    def _state_records(self) -> list[dict[str, Any]]:
+        """The state as journal records (for a registry without a journal)."""
+        out: list[dict[str, Any]] = []
+        for child, state in self._children.items():
+            for guardian, when in state.links.items():
+                out.append({"op": "link", "child": child, "guardian": guardian, "time": when})
+            for guardian, c in state.controls.items():
+                out.append({"op": "controls", "child": child, "guardian": guardian, "suggestions": c.suggestions_enabled,
+                            "messaging": int(c.messaging), "removed": sorted(c.removed)})
+        for r in self._audit:
+            out.append({"op": "audit", "time": r.time, "action": int(r.action), "guardian": r.guardian_id,
+                        "child": r.child, "detail": r.detail})
+        return out
 
     # -- checks --------------------------------------------------------
     def _verify_token(self, guardian: str, child: int, token: str) -> bool:
@@ -329,3 +428,139 @@ def _describe(old: Controls, new: Controls) -> str:
     if added:
         parts.append(f"removed contacts {sorted(added)}")
     return "; ".join(parts)
+
+
+# -- erasure helpers -------------------------------------------------------
+_USER_ID = re.compile(r"[1-9][0-9]{0,18}")
+_NUMBER = re.compile(r"(?<![0-9])[1-9][0-9]{0,18}(?![0-9])")
+ERASED_GUARDIAN_PREFIX = "erased-guardian-"
+
+
+def _as_user(text: object) -> int | None:
+    """The user id a guardian id or a number in a detail spells, if any."""
+    if isinstance(text, str) and _USER_ID.fullmatch(text):
+        value = int(text)
+        if value <= MAX_USER_ID:
+            return value
+    return None
+
+
+def _named_ids(rec: dict[str, Any]) -> set[int]:
+    """Every user id a journal record names: child, a guardian id that is a
+    user id, removed contacts, numbers in an audit detail."""
+    ids = {int(rec["child"])}
+    guardian = _as_user(rec.get("guardian"))
+    if guardian is not None:
+        ids.add(guardian)
+    ids.update(int(u) for u in rec.get("removed", ()))
+    detail = rec.get("detail")
+    if isinstance(detail, str):
+        ids.update(u for u in (_as_user(m) for m in _NUMBER.findall(detail)) if u is not None)
+    return {u for u in ids if 0 < u <= MAX_USER_ID}
+
+
+class _Scrubber:
+    """One record without the ``erased`` users (None: drop it); erased
+    guardians get the same pseudonym in every record."""
+
+    def __init__(self, erased: set[int], pseudonyms: dict[str, str]) -> None:
+        self.erased = erased
+        self.pseudonyms = pseudonyms
+
+    def __call__(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        erased = self.erased
+        if int(rec["child"]) in erased:
+            return None
+        out = rec
+        guardian = rec.get("guardian")
+        if _as_user(guardian) in erased:
+            assert isinstance(guardian, str)
+            alias = self.pseudonyms.setdefault(guardian, ERASED_GUARDIAN_PREFIX + secrets.token_hex(6))
+            out = {**out, "guardian": alias}
+        removed = rec.get("removed")
+        if removed is not None and any(u in erased for u in removed):
+            out = {**out, "removed": [u for u in removed if u not in erased]}
+        detail = rec.get("detail")
+        if isinstance(detail, str):
+            new = _NUMBER.sub(lambda m: "an erased user" if _as_user(m.group()) in erased else m.group(), detail)
+            if new != detail:
+                out = {**out, "detail": new}
+        return out
+
+
+def _scrub_all(records: list[dict[str, Any]], scrub: _Scrubber) -> tuple[list[dict[str, Any]], int]:
+    kept = []
+    changed = 0
+    for rec in records:
+        new = scrub(rec)
+        if new is not rec:
+            changed += 1
+        if new is not None:
+            kept.append(new)
+    return kept, changed
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The journal's records up to the first unreadable line (a torn write,
+    which replay ignores too)."""
+    records: list[dict[str, Any]] = []
+    if not path.exists():
+        return records
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def _rewrite_journal(path: Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _journal_lock(journal: Path, *, exclusive: bool, wait: bool = True) -> int:
+    """Hold the ``LOCK`` beside the journal; -1 if ``wait`` is off and it
+    is taken."""
+    fd = os.open(journal.parent / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def scrub_journal(path: Path, erased_of: ErasedOf) -> int | None:
+    """Rewrite a guardian journal that no registry has open without the
+    users ``erased_of`` says are erased (as ``forget_erased`` does).
+    Returns how many records were dropped or changed; None if a server
+    holds the journal (it scrubs it itself)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    fd = _journal_lock(path, exclusive=True, wait=False)
+    if fd < 0:
+        return None
+    try:
+        records = _read_journal(path)
+        erased = erased_of(set().union(*(_named_ids(r) for r in records)))
+        if not erased:
+            return 0
+        kept, changed = _scrub_all(records, _Scrubber(erased, {}))
+        if changed:
+            _rewrite_journal(path, kept)
+        return changed
+    finally:
+        os.close(fd)
