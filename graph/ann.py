@@ -11,21 +11,38 @@ import faiss
 import numpy as np
 
 EXACT_BELOW = 200_000
+# Chosen by tests/bench/retrieval_bench.py at 1M users on our own vectors:
+# IVF with ~sqrt(n) lists and 16 probes reached recall@10 0.997 at p99
+# 0.16 ms on one thread, built in 4 s at 136 bytes per vector; HNSW32 (ef 64)
+# reached 0.988 at p99 0.49 ms but took 121 s to build at 400 bytes per
+# vector. An IVF file can also be memory-mapped and shared by processes.
+IVF_PROBES = 16
+_TRAIN_PER_LIST = 64
 
 
-def build_index(vectors: np.ndarray, *, exact_below: int = EXACT_BELOW, hnsw_m: int = 32,
-                ef_construction: int = 80) -> faiss.Index:
-    """vectors: (n, d) float32, unit norm (zero rows are indexed but score 0)."""
+def build_index(vectors: np.ndarray, *, exact_below: int = EXACT_BELOW, nprobe: int = IVF_PROBES,
+                seed: int = 7) -> faiss.Index:
+    """vectors: (n, d) float32, unit norm (zero rows are indexed but score
+    0). Exact inner product below ``exact_below`` rows, else an inverted
+    file of about sqrt(n) lists searched ``nprobe`` at a time, trained on a
+    seeded sample (the same vectors give the same index)."""
     vectors = np.ascontiguousarray(vectors, np.float32)
     n, dim = vectors.shape
     if n < exact_below:
         index = faiss.IndexFlatIP(dim)
-    else:
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        index.hnsw.efSearch = 64
-    index.add(vectors)
-    return index
+        index.add(vectors)
+        return index
+    n_lists = max(1, int(round(np.sqrt(n))))
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    with_vector = np.flatnonzero(vectors.any(axis=1))
+    sample_size = min(with_vector.shape[0], _TRAIN_PER_LIST * n_lists)
+    sample = np.sort(np.random.default_rng(seed).choice(with_vector, sample_size, replace=False))
+    ivf.train(vectors[sample])
+    ivf.add(vectors)
+    ivf.nprobe = min(nprobe, n_lists)
+    return ivf
 
 
 def save_index(index: faiss.Index, path: Path) -> None:
