@@ -428,16 +428,22 @@ def compact_log(directory: Path, watermark: int, ledger: ErasureLedger | None = 
     While a server holds the log (its LOCK) its open segment is only read:
     the server seals the segment after every erasure and redacts events
     naming erased users before logging them, so that segment holds nothing
-    to scrub unless it was written by an older build."""
+    to scrub unless it was written by an older build.
+
+    With a ledger, compaction first checks that every erasure the log holds
+    at or below the watermark is in it, and raises WalError before touching
+    anything if one is not: the snapshot would then serve the user, and the
+    log would no longer say they were erased."""
     directory = Path(directory)
     segments = list_segments(directory)
-    ledger = ledger if ledger is not None else ErasureLedger()
     if not segments:
         return Compaction([], [], 0, 0, False, [])
     removed: list[Path] = []
     rewritten: list[tuple[Path, Path]] = []
     unscrubbed: list[Path] = []
     redacted = pending = 0
+    if ledger is not None:
+        _check_erasures_kept(segments, watermark, ledger)
     lock_fd = _try_lock(directory)
     in_use = lock_fd is None
     try:
@@ -452,8 +458,8 @@ def compact_log(directory: Path, watermark: int, ledger: ErasureLedger | None = 
                 removed.append(segment.path)
                 continue
             records = _records(segment, torn_ok=newest)
-            erased = _erased_in(records, ledger)
-            pending += _pending_erasures(records, watermark, ledger)
+            erased = _erased_in(records, ledger or ErasureLedger())
+            pending += _pending_erasures(records, watermark, ledger or ErasureLedger())
             if not erased:
                 continue
             if newest and in_use:
@@ -498,6 +504,21 @@ def _records(segment: Segment, *, torn_ok: bool) -> list[tuple[bytes, wal_record
         raise WalCorruptError(f"{segment.path}:{damage.offset}: {damage.reason} in a sealed segment")
     return [(bytes(payload), parse_record(payload, f"{segment.path}:{end - len(payload)}"))
             for end, payload in frames]
+
+
+def _check_erasures_kept(segments: list[Segment], watermark: int, ledger: ErasureLedger) -> None:
+    forgotten = 0
+    for i, segment in enumerate(segments):
+        if segment.first_sequence > watermark:
+            break
+        users = [msg.erase_user.user_id for _, record in _records(segment, torn_ok=i == len(segments) - 1)
+                 for j, msg in enumerate(record.events)
+                 if record.first_sequence + j <= watermark and msg.WhichOneof("kind") == "erase_user"]
+        forgotten += len(set(users) - ledger.subset(users))
+    if forgotten:
+        raise WalError(f"{forgotten} user(s) erased in the log at or below watermark {watermark} are not in the "
+                       "snapshot's erasure ledger: compacting would forget the erasure. Rebuild the snapshot from "
+                       "the log, or with the previous snapshot's ledger")
 
 
 def _erased_in(records: list[tuple[bytes, wal_record_pb2.WalRecord]], ledger: ErasureLedger) -> set[int]:

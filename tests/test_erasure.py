@@ -29,7 +29,7 @@ from contactgraph.v1 import guardian_service_pb2_grpc, wal_record_pb2
 from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.erasure import KEY_FILE, ErasureKeyError, ErasureLedger, read_key, write_ledger_file
-from graph.errors import SnapshotError
+from graph.errors import SnapshotError, WalError
 from graph.eventlog import write_edge_csv, write_profile_csv
 from graph.events import event_from_proto
 from graph.fold import fold
@@ -394,6 +394,17 @@ class TestWalCompaction:
             assert done.unscrubbed == [newest.path]
         finally:
             writer.close()
+
+    def test_a_snapshot_without_the_erasure_is_refused(self, tmp_path: Path) -> None:
+        """Compacting against a snapshot whose ledger lacks an erasure the
+        covered log holds (a rebuild that missed it) would forget that
+        erasure: refused, nothing touched."""
+        pristine = tmp_path / "wal"
+        _, erase_at = _raw_log(pristine)
+        before = {p.name: p.read_bytes() for p in pristine.iterdir()}
+        with pytest.raises(WalError, match="would forget the erasure"):
+            compact_log(pristine, erase_at + 40, ErasureLedger())
+        assert {p.name: p.read_bytes() for p in pristine.iterdir()} == before
 
     def test_erasures_after_the_watermark_stay_until_a_snapshot_covers_them(self, tmp_path: Path) -> None:
         """Against a snapshot from before the erasure nothing is redacted
