@@ -8,6 +8,7 @@ bring the user back."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from graph.events import event_from_proto
 from graph.fold import fold
 from graph.model import AccountState, AgeBand, Event, EventKind, MessagePrivacy, Profile
 from graph.rebuild import build, read_inputs, rebuild
-from graph.snapshot import LEDGER, load_ledger, read_snapshot, write_snapshot
+from graph.snapshot import LEDGER, load_ledger, read_snapshot, snapshots_naming, write_snapshot
 from graph.store import GraphStore
 from graph.table import EventTable
 from graph.wal_format import Segment, WalReader, event_users, list_segments, read_wal_table
@@ -180,6 +181,32 @@ class TestStoreAndSnapshot:
         before = _follows(loaded)
         loaded.apply_batch([ev(K.FOLLOW, X, 2, event_id="late-1"), ev(K.FOLLOW, 3, X, event_id="late-2")])
         assert _follows(loaded) == before and loaded.row(X) == -1 and loaded.ids.row(X) == -1
+
+    def test_a_format_2_snapshot_still_loads_and_is_found_by_compaction(self, tmp_path: Path) -> None:
+        """A format 2 snapshot (erased ids listed in the clear) loads with
+        its erased users kept out; `snapshots_naming` finds it as holding
+        their ids."""
+        store = GraphStore.empty(clock=ManualClock(T0))
+        store.apply_batch([*_world(), ev(K.ERASE_USER, X, event_id="erase")])
+        snap = tmp_path / "old"
+        write_snapshot(store, np.zeros((store.n_rows, 4), np.float32), faiss.IndexFlatIP(4), snap)
+        # What format 2 wrote: the raw id in the id map and in erased.npy.
+        ext = np.load(snap / "ids.ext.npy")
+        ext[ext < 0] = X
+        np.save(snap / "ids.ext.npy", ext)
+        np.save(snap / "erased.npy", np.array([X], np.int64))
+        manifest = json.loads((snap / "manifest.json").read_text())
+        manifest["format_version"] = 2
+        manifest.pop("erasure")
+        del manifest["files"][f"{LEDGER}.npy"]
+        for name in ("ids.ext.npy", "erased.npy"):
+            manifest["files"][name] = hashlib.sha256((snap / name).read_bytes()).hexdigest()
+        (snap / "manifest.json").write_text(json.dumps(manifest))
+        old = read_snapshot(snap, GraphConfig(), ManualClock(T0)).store
+        assert old.row(X) == -1 and old.is_erased(X) and old.ids.row(X) >= 0
+        old.apply(ev(K.FOLLOW, 2, X, event_id="late"))
+        assert (2, X) not in _follows(old)
+        assert snapshots_naming(tmp_path, load_ledger(snap), keep=tmp_path / "elsewhere") == [snap]
 
     def test_the_snapshot_refuses_a_missing_or_other_key(self, tmp_path: Path) -> None:
         """A snapshot whose ledger cannot be checked is refused on load."""
