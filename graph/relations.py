@@ -216,6 +216,50 @@ class EdgeSet:
     def base(self) -> tuple[CSR, CSR | None]:
         return self._state[0], self._state[1]
 
+    # -- degree queries (appended; read-only) ---------------------------
+    def in_degree(self, b: int) -> int:
+        """How many sources point at row ``b`` (``with_in`` only)."""
+        _, base_in, layers = self._state
+        assert base_in is not None, "relation keeps no reverse direction"
+        start, end = base_in.span(b)
+        degree = end - start
+        if any(layer.touches_in(b) for layer in layers):
+            with self._lock:
+                for layer in layers:
+                    degree += len(layer.in_add.get(b, ())) - len(layer.in_rem.get(b, ()))
+        return degree
+
+    def in_degrees(self, rows: np.ndarray) -> np.ndarray:
+        """``in_degree`` of many rows at once (int64; 0 past the end): one
+        gather over the base, then the overlay's net change for the rows it
+        touches. Each layer's adds are absent below and its removals present
+        below, so the count is exact."""
+        _, base_in, layers = self._state
+        assert base_in is not None, "relation keeps no reverse direction"
+        rows = np.asarray(rows, np.int64)
+        inside = (rows >= 0) & (rows < base_in.n_rows)
+        if inside.any():
+            safe = np.where(inside, rows, 0)
+            indptr = base_in.indptr
+            degrees = np.where(inside, indptr[safe + 1].astype(np.int64) - indptr[safe], 0)
+        else:
+            degrees = np.zeros(rows.shape[0], np.int64)
+        if any(layer.in_add or layer.in_rem for layer in layers):
+            with self._lock:
+                wanted = set(rows.tolist())
+                changed: dict[int, int] = {}
+                for layer in layers:
+                    # keys() & set walks the smaller side.
+                    for b in layer.in_add.keys() & wanted:
+                        changed[b] = changed.get(b, 0) + len(layer.in_add[b])
+                    for b in layer.in_rem.keys() & wanted:
+                        changed[b] = changed.get(b, 0) - len(layer.in_rem[b])
+            for i, b in enumerate(rows.tolist()):
+                delta = changed.get(b)
+                if delta:
+                    degrees[i] += delta
+        return degrees
+
 
 def _pair_keys(d: dict[int, set[int]], n_rows: int) -> np.ndarray:
     if not d:

@@ -543,3 +543,32 @@ class GraphStore:
         self._stop.set()
         if self._compactor is not None:
             self._compactor.join(timeout=30)
+
+    # -- safety queries (appended; read-only) ---------------------------
+    def rows_of(self, ext: np.ndarray) -> np.ndarray:
+        """``row`` for many external ids at once (int32; -1 for unknown or
+        erased)."""
+        rows = self.ids.rows(np.asarray(ext, np.int64))
+        erased = self._erased_rows
+        if erased:
+            gone = np.fromiter((r in erased for r in rows.tolist()), bool, rows.shape[0])
+            rows[gone] = -1
+        return rows
+
+    def accusation_bound(self, rows: np.ndarray) -> np.ndarray:
+        """Per row, blocks in force against it plus the users who ever
+        reported it (int64): an upper bound on how many distinct users
+        accuse it, whatever the report window. Rows past the end count
+        0 blocks."""
+        bound = self.blocks.in_degrees(rows)
+        # The report log indexes its records by target; reading that index
+        # here spares a numpy array per row (PairLog has no count query).
+        by_target = self.reports._by_target
+        if by_target:
+            get = by_target.get
+            bound += np.fromiter((len(get(r, ())) for r in np.asarray(rows).tolist()), np.int64, bound.shape[0])
+        return bound
+
+    def accusation_bound_one(self, row: int) -> int:
+        """``accusation_bound`` for one row."""
+        return self.blocks.in_degree(row) + len(self.reports._by_target.get(row, ()))

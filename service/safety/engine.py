@@ -1,5 +1,5 @@
-"""The safety engine: every rule once, vectorised over a batch of
-candidates, used by both the suggestion path and the send path.
+"""The safety engine: every rule once, used by both the suggestion path and
+the send path.
 
 Orientation: the *viewer* is the one who would message (the suggestion's
 viewer, the message's sender); a *candidate* is who would receive it.
@@ -8,14 +8,25 @@ suggested user can always be messaged (a property test checks).
 
 Fail closed: unset age band, privacy or account state count as the most
 restrictive value; a user without a profile is never suggested, never gets
-suggestions and can neither send nor receive."""
+suggestions and can neither send nor receive.
+
+Speed. A rule is vectorised over a batch of candidate rows; a send rule
+also has a scalar form for one (sender, recipient) pair, because most
+send-time checks name one recipient and numpy's per-call overhead would
+dominate them. The two forms sit side by side in the rule table below and
+``tests/test_safety_fastpath.py`` checks on random worlds that they agree
+on every pair. What the rules read about the viewer (friends, blocks,
+reports, ...) is gathered once per request in ``Viewer``, so the pipeline
+can filter its ranked candidates in small batches ("filter and take")
+without paying for it again. Membership tests use binary search over the
+store's sorted neighbour lists instead of ``np.isin``."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import cached_property
 
 import numpy as np
 
@@ -28,6 +39,7 @@ from graph.model import (
     InteractionType,
     MessagePrivacy,
     decode_region,
+    encode_region,
 )
 from graph.store import GraphStore
 
@@ -36,7 +48,17 @@ from .guardian import Controls, GuardianRegistry, Messaging
 from .policy import DAY, Policy, PolicyHolder, RegionRules
 from .reasons import FilterReason
 
-_WEAK_ASSURANCE = (AgeAssurance.UNSPECIFIED, AgeAssurance.DECLARED)
+# Plain ints: comparing a numpy array with an IntEnum member makes numpy
+# probe the member for array protocols, which costs microseconds per rule.
+_ADULT = int(AgeBand.ADULT)
+_UNSET_BAND = int(AgeBand.UNSPECIFIED)
+_ACTIVE = int(AccountState.ACTIVE)
+_EVERYONE = int(MessagePrivacy.EVERYONE)
+_FRIENDS = int(MessagePrivacy.FRIENDS)
+_WEAK_A, _WEAK_B = int(AgeAssurance.UNSPECIFIED), int(AgeAssurance.DECLARED)
+_NO_ONE = int(Messaging.NO_ONE)
+_FRIENDS_ONLY = int(Messaging.FRIENDS_ONLY)
+_NO_ROWS = np.zeros(0, np.int32)
 
 
 class Decision(IntEnum):
@@ -52,232 +74,543 @@ def effective_bands(store: GraphStore, rows: np.ndarray) -> np.ndarray:
     """Age band per row as the rules see it (int8): a weakly assured profile
     that ever declared a younger band keeps the younger one; unset stays 0
     (the most restrictive)."""
-    band = store.profiles.column("age_band")[rows]
-    lowest = store.profiles.column("min_band")[rows]
-    weak = np.isin(store.profiles.column("age_assurance")[rows], _WEAK_ASSURANCE)
+    p = store.profiles
+    band = p.column("age_band")[rows]
+    lowest = p.column("min_band")[rows]
+    assurance = p.column("age_assurance")[rows]
+    weak = (assurance == _WEAK_A) | (assurance == _WEAK_B)
     return np.where(weak & (lowest > 0) & (lowest < band), lowest, band).astype(np.int8)
 
 
-class Context:
-    """Facts about one viewer and a batch of candidate rows, computed once
-    and only if a rule asks."""
+def effective_band(store: GraphStore, row: int) -> int:
+    """``effective_bands`` for one row."""
+    p = store.profiles
+    band = int(p.column("age_band")[row])
+    lowest = int(p.column("min_band")[row])
+    if 0 < lowest < band and int(p.column("age_assurance")[row]) in (_WEAK_A, _WEAK_B):
+        return lowest
+    return band
 
-    def __init__(self, engine: "SafetyEngine", store: GraphStore, policy: Policy, viewer: int,
-                 rows: np.ndarray, now: float) -> None:
+
+def member(sorted_values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per row: is it in ``sorted_values`` (ascending)? One binary search per
+    row, so a hub's long list costs log(n), not a sort of it."""
+    n = sorted_values.shape[0]
+    if n == 0 or rows.shape[0] == 0:
+        return np.zeros(rows.shape[0], bool)
+    pos = sorted_values.searchsorted(rows)
+    np.minimum(pos, n - 1, out=pos)
+    return np.asarray(sorted_values[pos] == rows)
+
+
+def _sorted(values: np.ndarray) -> np.ndarray:
+    return np.sort(values) if values.shape[0] > 1 else values
+
+
+class _RegionTable:
+    """One policy's region values as lookup tables: region code (uint16, as
+    the profile column holds it) -> index into ``rules`` (0 = the base), so
+    a batch's per-pair values are two array gathers."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.rules: list[RegionRules] = [policy.base, *policy.regions.values()]
+        self.index = np.zeros(1 << 16, np.int16)
+        self._pairs: dict[tuple[int, int], RegionRules] = {}
+        self._per_viewer: dict[int, dict[str, np.ndarray]] = {}
+        stray = []
+        for i, code in enumerate(policy.regions, start=1):
+            try:
+                value = encode_region(code)
+            except ValueError:
+                value = -1
+            if value >= 0 and decode_region(value) == code:
+                self.index[value] = i
+            else:
+                stray.append((code, i))
+        if stray:
+            # A code that does not round-trip can still equal the decoding of
+            # some stored value: match it the way Policy.region does.
+            wanted = dict(stray)
+            for value in range(1 << 16):
+                i = wanted.get(decode_region(value))
+                if i is not None:
+                    self.index[value] = i
+
+    def of(self, code: int) -> int:
+        return int(self.index[code])
+
+    def pair(self, a: int, b: int) -> RegionRules:
+        """Policy.pair for two region indexes."""
+        key = (a, b)
+        rules = self._pairs.get(key)
+        if rules is None:
+            ra, rb = self.rules[a], self.rules[b]
+            rules = self._pairs[key] = ra if ra == rb else ra.stricter(rb)
+        return rules
+
+    def values_for(self, viewer: int) -> dict[str, np.ndarray]:
+        """Per RegionRules field, the pair's value for a candidate of each
+        region index (int64, indexed like ``rules``)."""
+        out = self._per_viewer.get(viewer)
+        if out is None:
+            pairs = [self.pair(viewer, i) for i in range(len(self.rules))]
+            out = {name: np.array([int(getattr(r, name)) for r in pairs], np.int64)
+                   for name in RegionRules.__dataclass_fields__}
+            self._per_viewer[viewer] = out
+        return out
+
+
+class Viewer:
+    """What the rules read about one viewer (or sender), each fact fetched
+    from the store on first use and kept for the request. Never kept across
+    requests: a block acknowledged before a call is seen by that call."""
+
+    __slots__ = ("engine", "store", "policy", "row", "now", "band", "minor", "regions", "region", "_ext",
+                 "_friends", "_followers", "_blocks_out", "_blocks_in", "_mutes", "_inbound", "_logs",
+                 "_suspicious", "_controls", "_reach")
+
+    def __init__(self, engine: "SafetyEngine", store: GraphStore, policy: Policy, row: int, now: float) -> None:
         self.engine = engine
         self.store = store
         self.policy = policy
-        self.viewer = viewer
-        self.rows = rows
+        self.row = row
         self.now = now
+        self.band = effective_band(store, row)
+        self.minor = self.band != _ADULT
+        self.regions = engine.region_table(policy)
+        self.region = self.regions.of(int(store.profiles.column("region")[row]))
+        self._ext: int | None = None
+        self._friends: np.ndarray | None = None
+        self._followers: np.ndarray | None = None
+        self._blocks_out: np.ndarray | None = None
+        self._blocks_in: np.ndarray | None = None
+        self._mutes: np.ndarray | None = None
+        self._inbound: np.ndarray | None = None
+        self._logs: dict[str, np.ndarray] = {}
+        self._suspicious: bool | None = None
+        self._controls: dict[int, Controls] | None = None
+        self._reach: tuple[np.ndarray, np.ndarray] | None = None
 
-    def col(self, name: str) -> np.ndarray:
-        return self.store.profiles.column(name)[self.rows]
+    @property
+    def ext(self) -> int:
+        if self._ext is None:
+            self._ext = self.store.ids.ext_of(self.row)
+        return self._ext
 
-    @cached_property
-    def viewer_band(self) -> int:
-        return int(effective_bands(self.store, np.array([self.viewer]))[0])
-
-    @cached_property
-    def viewer_minor(self) -> bool:
-        return self.viewer_band != AgeBand.ADULT
-
-    @cached_property
-    def bands(self) -> np.ndarray:
-        return effective_bands(self.store, self.rows)
-
-    @cached_property
-    def minor(self) -> np.ndarray:
-        return self.bands != AgeBand.ADULT
-
-    @cached_property
-    def viewer_friends(self) -> np.ndarray:
-        return self.store.friends_of(self.viewer)
-
-    @cached_property
     def friends(self) -> np.ndarray:
-        return np.isin(self.rows, self.viewer_friends)
+        """Sorted int32, as every list below unless said otherwise."""
+        if self._friends is None:
+            self._friends = self.store.friends_of(self.row)
+        return self._friends
 
-    @cached_property
-    def follows_viewer(self) -> np.ndarray:
-        """Candidate follows the viewer."""
-        return np.isin(self.rows, self.store.followers(self.viewer))
+    def followers(self) -> np.ndarray:
+        if self._followers is None:
+            self._followers = self.store.followers(self.row)
+        return self._followers
 
-    @cached_property
-    def rules(self) -> dict[str, np.ndarray]:
-        """Per candidate, the stricter of viewer's and candidate's region
-        values (arrays keyed by RegionRules field)."""
-        viewer_code = decode_region(int(self.store.profiles.column("region")[self.viewer]))
-        codes = self.col("region")
-        out = {name: np.zeros(self.rows.shape[0], np.int64) for name in RegionRules.__dataclass_fields__}
-        for code in np.unique(codes).tolist():
-            rules = self.policy.pair(viewer_code, decode_region(int(code)))
-            sel = codes == code
-            for name in out:
-                out[name][sel] = int(getattr(rules, name))
+    def blocks_out(self) -> np.ndarray:
+        if self._blocks_out is None:
+            self._blocks_out = self.store.blocks.out(self.row)
+        return self._blocks_out
+
+    def blocks_in(self) -> np.ndarray:
+        if self._blocks_in is None:
+            self._blocks_in = self.store.blocks.in_(self.row)
+        return self._blocks_in
+
+    def mutes(self) -> np.ndarray:
+        if self._mutes is None:
+            self._mutes = self.store.mutes.out(self.row)
+        return self._mutes
+
+    def inbound(self) -> np.ndarray:
+        """Who ever interacted with the viewer (wrote first, for the inbox)."""
+        if self._inbound is None:
+            self._inbound = self.store.interactions.in_(self.row)[0]
+        return self._inbound
+
+    def log(self, name: str) -> np.ndarray:
+        """Sorted rows from the pair logs, by name: ``reported`` (whom the
+        viewer reported), ``reporters``, ``dismissed``, ``unfollowed``,
+        ``unblocked`` (whom the viewer unblocked) and ``unblockers``, each
+        within its policy window."""
+        out = self._logs.get(name)
+        if out is None:
+            s, p, now = self.store, self.policy, self.now
+            if name == "reported":
+                out = s.reports.targets_of(self.row)
+            elif name == "reporters":
+                out = s.reports.actors_about(self.row)
+            elif name == "dismissed":
+                out = s.dismissals.targets_of(self.row, now - p.dismiss_days * DAY)
+            elif name == "unfollowed":
+                out = s.unfollows.targets_of(self.row, now - p.unfollow_days * DAY)
+            elif name == "unblocked":
+                out = s.unblocks.targets_of(self.row, now - p.unblock_cooldown_days * DAY)
+            else:
+                assert name == "unblockers", name
+                out = s.unblocks.actors_about(self.row, now - p.unblock_cooldown_days * DAY)
+            out = self._logs[name] = _sorted(out)
         return out
 
-    @cached_property
-    def viewer_rules(self) -> RegionRules:
-        return self.policy.region(decode_region(int(self.store.profiles.column("region")[self.viewer])))
+    def suspicious(self) -> bool:
+        if self._suspicious is None:
+            self._suspicious = self.engine.suspicious_one(self.store, self.policy, self.row, self.now)
+        return self._suspicious
 
-    @cached_property
-    def guardian_controls(self) -> dict[int, Controls]:
-        return self.engine.controls_by_row(self.store)
+    def controls(self) -> dict[int, Controls]:
+        if self._controls is None:
+            self._controls = self.engine.controls_by_row(self.store)
+        return self._controls
+
+    def minor_friend_reach(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows reachable through the viewer's friends who say they are
+        minors, and through how many of them: (rows ascending, counts)."""
+        if self._reach is None:
+            friends = self.friends()
+            # Only friends whose profile says minor count: an adult, or a
+            # friend of unknown age (no profile, unset band), is never a
+            # path to a minor.
+            claimed = self.store.profiles.column("age_band")[friends]
+            minor_friends = friends[(claimed > _UNSET_BAND) & (claimed < _ADULT)]
+            reach = self.store.gather_friends(minor_friends) if minor_friends.shape[0] else _NO_ROWS
+            if reach.shape[0]:
+                uniq, counts = np.unique(reach, return_counts=True)
+                self._reach = (uniq, counts)
+            else:
+                self._reach = (_NO_ROWS, np.zeros(0, np.int64))
+        return self._reach
+
+
+class Context:
+    """One batch of candidate rows (all inside the profile table) for one
+    viewer; per-candidate facts computed once and only if a rule asks.
+
+    ``alive``: when set, the candidates no earlier rule removed. A rule may
+    then skip work for the others and answer anything for them (only the
+    first reason of a removal is kept); None means every rule must answer
+    for every row (the send path lists every reason)."""
+
+    __slots__ = ("viewer", "store", "policy", "rows", "n", "now", "alive", "_cols", "_bands", "_minor",
+                 "_friends", "_follows_viewer", "_region")
+
+    def __init__(self, viewer: Viewer, rows: np.ndarray) -> None:
+        self.viewer = viewer
+        self.store = viewer.store
+        self.policy = viewer.policy
+        self.now = viewer.now
+        self.rows = rows
+        self.n = int(rows.shape[0])
+        self.alive: np.ndarray | None = None
+        self._cols: dict[str, np.ndarray] = {}
+        self._bands: np.ndarray | None = None
+        self._minor: np.ndarray | None = None
+        self._friends: np.ndarray | None = None
+        self._follows_viewer: np.ndarray | None = None
+        self._region: np.ndarray | None = None
+
+    def col(self, name: str) -> np.ndarray:
+        out = self._cols.get(name)
+        if out is None:
+            out = self._cols[name] = self.store.profiles.column(name)[self.rows]
+        return out
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.n, bool)
+
+    @property
+    def bands(self) -> np.ndarray:
+        if self._bands is None:
+            self._bands = effective_bands(self.store, self.rows)
+        return self._bands
+
+    @property
+    def minor(self) -> np.ndarray:
+        if self._minor is None:
+            self._minor = self.bands != _ADULT
+        return self._minor
+
+    @property
+    def friends(self) -> np.ndarray:
+        if self._friends is None:
+            self._friends = member(self.viewer.friends(), self.rows)
+        return self._friends
+
+    @property
+    def follows_viewer(self) -> np.ndarray:
+        """Candidate follows the viewer."""
+        if self._follows_viewer is None:
+            self._follows_viewer = member(self.viewer.followers(), self.rows)
+        return self._follows_viewer
+
+    def rule(self, name: str) -> np.ndarray | int:
+        """Per candidate, the stricter of viewer's and candidate's region
+        values for a RegionRules field; one int when the policy has no
+        regions."""
+        regions = self.viewer.regions
+        if len(regions.rules) == 1:
+            return int(getattr(regions.rules[0], name))
+        if self._region is None:
+            self._region = regions.index[self.col("region")]
+        return regions.values_for(self.viewer.region)[name][self._region]
 
     def suspicious(self, rows: np.ndarray) -> np.ndarray:
-        return self.engine.suspicious(self.store, self.policy, rows, self.now)
+        return self.viewer.engine.suspicious(self.store, self.policy, rows, self.now)
+
+
+class Pair:
+    """One (viewer, candidate) pair, both rows inside the profile table: the
+    scalar rules' view, with facts fetched on first use."""
+
+    __slots__ = ("viewer", "store", "row", "band", "minor", "_friends", "_follows_viewer", "_rules")
+
+    def __init__(self, viewer: Viewer, row: int) -> None:
+        self.viewer = viewer
+        self.store = viewer.store
+        self.row = row
+        self.band = effective_band(self.store, row)
+        self.minor = self.band != _ADULT
+        self._friends: bool | None = None
+        self._follows_viewer: bool | None = None
+        self._rules: RegionRules | None = None
+
+    def col(self, name: str) -> int:
+        return int(self.store.profiles.column(name)[self.row])
+
+    @property
+    def friends(self) -> bool:
+        if self._friends is None:
+            self._friends = self.store.is_friend(self.viewer.row, self.row)
+        return self._friends
+
+    @property
+    def follows_viewer(self) -> bool:
+        if self._follows_viewer is None:
+            self._follows_viewer = self.store.follows.contains(self.row, self.viewer.row)
+        return self._follows_viewer
+
+    @property
+    def rules(self) -> RegionRules:
+        if self._rules is None:
+            v = self.viewer
+            self._rules = v.regions.pair(v.region, v.regions.of(self.col("region")))
+        return self._rules
 
 
 RuleFn = Callable[[Context], np.ndarray]
+PairRuleFn = Callable[[Pair], bool]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A named rule: ``reject(ctx)`` is a bool per candidate, True to remove."""
+    """A named rule: ``reject(ctx)`` is a bool per candidate, True to remove;
+    ``reject_one(pair)``, for send rules, the same answer for one pair.
+    ``narrows``: the rule reads ``ctx.alive`` to spare work on candidates
+    already removed (set only where that work is heavy)."""
 
     name: str
     reason: FilterReason
     reject: RuleFn
+    reject_one: PairRuleFn | None = None
+    narrows: bool = False
 
 
 # -- send rules (also applied to every suggestion) ------------------------
+# Each vectorised rule is followed by its scalar twin.
 def _self(ctx: Context) -> np.ndarray:
-    return ctx.rows == ctx.viewer
+    return ctx.rows == ctx.viewer.row
+
+
+def _self_one(p: Pair) -> bool:
+    return p.row == p.viewer.row
 
 
 def _missing_profile(ctx: Context) -> np.ndarray:
     return ~ctx.col("has_profile")
 
 
+def _missing_profile_one(p: Pair) -> bool:
+    return not p.col("has_profile")
+
+
 def _account_state(ctx: Context) -> np.ndarray:
-    return ctx.col("account_state") != AccountState.ACTIVE
+    return ctx.col("account_state") != _ACTIVE
+
+
+def _account_state_one(p: Pair) -> bool:
+    return p.col("account_state") != _ACTIVE
 
 
 def _under_dm_age(ctx: Context) -> np.ndarray:
     # The pair's threshold (stricter region) binds both users: a viewer old
     # enough at home may still be too young for a stricter candidate's region.
-    floor = ctx.rules["min_dm_band"]
-    return (ctx.bands < floor) | (ctx.bands == AgeBand.UNSPECIFIED) | (ctx.viewer_band < floor)
+    floor = ctx.rule("min_dm_band")
+    bands = ctx.bands
+    return np.asarray((bands < floor) | (bands == _UNSET_BAND) | (ctx.viewer.band < floor))
+
+
+def _under_dm_age_one(p: Pair) -> bool:
+    floor = int(p.rules.min_dm_band)
+    return p.band < floor or p.band == _UNSET_BAND or p.viewer.band < floor
 
 
 def _blocked(ctx: Context) -> np.ndarray:
-    return ctx.store.blocked_either(ctx.viewer, ctx.rows)
+    return member(ctx.viewer.blocks_out(), ctx.rows) | member(ctx.viewer.blocks_in(), ctx.rows)
+
+
+def _blocked_one(p: Pair) -> bool:
+    return p.store.is_blocked_either(p.viewer.row, p.row)
 
 
 def _message_privacy(ctx: Context) -> np.ndarray:
     privacy = ctx.col("message_privacy")
-    allowed = (privacy == MessagePrivacy.EVERYONE) | ((privacy == MessagePrivacy.FRIENDS) & ctx.friends)
+    allowed = (privacy == _EVERYONE) | ((privacy == _FRIENDS) & ctx.friends)
     return ~allowed
 
 
+def _message_privacy_one(p: Pair) -> bool:
+    privacy = p.col("message_privacy")
+    return not (privacy == _EVERYONE or (privacy == _FRIENDS and p.friends))
+
+
 def _adult_to_minor_not_followed(ctx: Context) -> np.ndarray:
-    if ctx.viewer_minor:
-        return np.zeros(ctx.rows.shape[0], bool)
+    if ctx.viewer.minor:
+        return ctx.zeros()
     return ctx.minor & ~ctx.follows_viewer
+
+
+def _adult_to_minor_not_followed_one(p: Pair) -> bool:
+    return not p.viewer.minor and p.minor and not p.follows_viewer
 
 
 def _suspicious_adult(ctx: Context) -> np.ndarray:
     # Whatever age the suspicious account claims: a suspicious viewer who
     # says they are a minor is still kept from minors.
-    out = np.zeros(ctx.rows.shape[0], bool)
-    if ctx.viewer_minor:
-        out |= ctx.suspicious(ctx.rows)
-    if bool(ctx.suspicious(np.array([ctx.viewer], np.int32))[0]):
+    out = ctx.zeros()
+    if ctx.viewer.minor:
+        if ctx.alive is None:
+            out |= ctx.suspicious(ctx.rows)
+        else:
+            out[ctx.alive] = ctx.suspicious(ctx.rows[ctx.alive])
+    if ctx.viewer.suspicious():
         out |= ctx.minor
     return out
 
 
+def _suspicious_adult_one(p: Pair) -> bool:
+    v = p.viewer
+    if v.minor and v.engine.suspicious_one(p.store, v.policy, p.row, v.now):
+        return True
+    return p.minor and v.suspicious()
+
+
 def _guardian_removed(ctx: Context) -> np.ndarray:
-    controls = ctx.guardian_controls
-    out = np.zeros(ctx.rows.shape[0], bool)
+    controls = ctx.viewer.controls()
+    out = ctx.zeros()
     if not controls:
         return out
-    mine = controls.get(ctx.viewer)
+    mine = controls.get(ctx.viewer.row)
     if mine is not None and mine.removed:
         out |= np.isin(ctx.store.ids.ext(ctx.rows), np.fromiter(mine.removed, np.int64))
-    viewer_ext = ctx.store.ids.ext_of(ctx.viewer)
-    for i in np.flatnonzero(np.isin(ctx.rows, np.fromiter(controls, np.int32, len(controls)))).tolist():
-        if viewer_ext in controls[int(ctx.rows[i])].removed:
+    viewer_ext = ctx.viewer.ext
+    for i, row in enumerate(ctx.rows.tolist()):
+        theirs = controls.get(row)
+        if theirs is not None and viewer_ext in theirs.removed:
             out[i] = True
     return out
+
+
+def _guardian_removed_one(p: Pair) -> bool:
+    controls = p.viewer.controls()
+    if not controls:
+        return False
+    mine = controls.get(p.viewer.row)
+    if mine is not None and p.store.ids.ext_of(p.row) in mine.removed:
+        return True
+    theirs = controls.get(p.row)
+    return theirs is not None and p.viewer.ext in theirs.removed
 
 
 def _guardian_messaging(ctx: Context) -> np.ndarray:
     """A guardian's "who may message the child" limits the child's contacts
     both ways."""
-    controls = ctx.guardian_controls
-    out = np.zeros(ctx.rows.shape[0], bool)
+    controls = ctx.viewer.controls()
+    out = ctx.zeros()
     if not controls:
         return out
-    mine = controls.get(ctx.viewer)
+    mine = controls.get(ctx.viewer.row)
     if mine is not None:
-        if mine.messaging == Messaging.NO_ONE:
+        if mine.messaging == _NO_ONE:
             out[:] = True
-        elif mine.messaging == Messaging.FRIENDS_ONLY:
+        elif mine.messaging == _FRIENDS_ONLY:
             out |= ~ctx.friends
-    for i in np.flatnonzero(np.isin(ctx.rows, np.fromiter(controls, np.int32, len(controls)))).tolist():
-        level = controls[int(ctx.rows[i])].messaging
-        if level == Messaging.NO_ONE or (level == Messaging.FRIENDS_ONLY and not ctx.friends[i]):
+    for i, row in enumerate(ctx.rows.tolist()):
+        theirs = controls.get(row)
+        if theirs is None:
+            continue
+        level = theirs.messaging
+        if level == _NO_ONE or (level == _FRIENDS_ONLY and not ctx.friends[i]):
             out[i] = True
     return out
 
 
+def _guardian_messaging_one(p: Pair) -> bool:
+    controls = p.viewer.controls()
+    if not controls:
+        return False
+    for child in (p.viewer.row, p.row):
+        c = controls.get(child)
+        if c is not None and (c.messaging == _NO_ONE or (c.messaging == _FRIENDS_ONLY and not p.friends)):
+            return True
+    return False
+
+
 # -- suggestion-only rules ---------------------------------------------
 def _under_suggestion_age(ctx: Context) -> np.ndarray:
-    floor = ctx.rules["min_suggestion_band"]
-    return (ctx.bands < floor) | (ctx.viewer_band < floor)
+    floor = ctx.rule("min_suggestion_band")
+    return np.asarray((ctx.bands < floor) | (ctx.viewer.band < floor))
 
 
 def _minor_adult_not_friends(ctx: Context) -> np.ndarray:
     # A floor in code: no adult-minor suggestions between strangers.
-    return (ctx.minor != ctx.viewer_minor) & ~ctx.friends
+    return (ctx.minor != ctx.viewer.minor) & ~ctx.friends
 
 
 def _minor_no_safe_connection(ctx: Context) -> np.ndarray:
     """A minor is suggested only after a minor-initiated follow or enough
     mutual friends who are minors themselves (never via adults)."""
     need = ctx.minor & ~ctx.friends & ~ctx.follows_viewer
+    if ctx.alive is not None:
+        need &= ctx.alive
     if not need.any():
         return need
-    # Only friends whose profile says minor count: an adult, or a friend of
-    # unknown age (no profile, unset band), is never a path to a minor.
-    claimed = ctx.store.profiles.column("age_band")[ctx.viewer_friends]
-    minor_friends = ctx.viewer_friends[(claimed > AgeBand.UNSPECIFIED) & (claimed < AgeBand.ADULT)]
-    reach = ctx.store.gather_friends(minor_friends) if minor_friends.shape[0] else np.zeros(0, np.int32)
-    counts = np.zeros(ctx.rows.shape[0], np.int64)
-    if reach.shape[0]:
-        uniq, n = np.unique(reach, return_counts=True)
-        pos = np.searchsorted(uniq, ctx.rows)
-        hit = (pos < uniq.shape[0]) & (uniq[np.minimum(pos, uniq.shape[0] - 1)] == ctx.rows)
-        counts[hit] = n[pos[hit]]
-    return need & (counts < ctx.rules["min_mutual_friends"])
+    uniq, n = ctx.viewer.minor_friend_reach()
+    counts = np.zeros(ctx.n, np.int64)
+    if uniq.shape[0]:
+        hit = member(uniq, ctx.rows)
+        counts[hit] = n[uniq.searchsorted(ctx.rows[hit])]
+    return need & (counts < ctx.rule("min_mutual_friends"))
 
 
 def _muted(ctx: Context) -> np.ndarray:
-    return ctx.store.muted(ctx.viewer, ctx.rows)
+    return member(ctx.viewer.mutes(), ctx.rows)
 
 
 def _reported(ctx: Context) -> np.ndarray:
-    s = ctx.store
-    return np.isin(ctx.rows, s.reports.targets_of(ctx.viewer)) | np.isin(ctx.rows, s.reports.actors_about(ctx.viewer))
+    return member(ctx.viewer.log("reported"), ctx.rows) | member(ctx.viewer.log("reporters"), ctx.rows)
 
 
 def _dismissed(ctx: Context) -> np.ndarray:
-    since = ctx.now - ctx.policy.dismiss_days * DAY
-    return np.isin(ctx.rows, ctx.store.dismissals.targets_of(ctx.viewer, since))
+    return member(ctx.viewer.log("dismissed"), ctx.rows)
 
 
 def _recently_unfollowed(ctx: Context) -> np.ndarray:
-    since = ctx.now - ctx.policy.unfollow_days * DAY
-    return np.isin(ctx.rows, ctx.store.unfollows.targets_of(ctx.viewer, since))
+    return member(ctx.viewer.log("unfollowed"), ctx.rows)
 
 
 def _unblock_cooldown(ctx: Context) -> np.ndarray:
-    since = ctx.now - ctx.policy.unblock_cooldown_days * DAY
-    s = ctx.store
-    return (np.isin(ctx.rows, s.unblocks.targets_of(ctx.viewer, since))
-            | np.isin(ctx.rows, s.unblocks.actors_about(ctx.viewer, since)))
+    return member(ctx.viewer.log("unblocked"), ctx.rows) | member(ctx.viewer.log("unblockers"), ctx.rows)
 
 
 def _not_discoverable(ctx: Context) -> np.ndarray:
@@ -289,43 +622,59 @@ def _not_discoverable(ctx: Context) -> np.ndarray:
 
 
 def _guardian_suggestions_off(ctx: Context) -> np.ndarray:
-    controls = ctx.guardian_controls
+    controls = ctx.viewer.controls()
     off = [row for row, c in controls.items() if not c.suggestions_enabled]
     if not off:
-        return np.zeros(ctx.rows.shape[0], bool)
+        return ctx.zeros()
     return np.isin(ctx.rows, np.array(off, np.int32))
 
 
 def _impression_fatigue(ctx: Context) -> np.ndarray:
     p = ctx.policy
-    return ctx.engine.ledger.fatigued(ctx.store.ids.ext_of(ctx.viewer), ctx.store.ids.ext(ctx.rows),
-                                      p.max_impressions, p.fatigue_window_days * DAY, ctx.now)
+    ledger = ctx.viewer.engine.ledger
+    if ctx.alive is None or ctx.alive.all():
+        return ledger.fatigued(ctx.viewer.ext, ctx.store.ids.ext(ctx.rows), p.max_impressions,
+                               p.fatigue_window_days * DAY, ctx.now)
+    out = ctx.zeros()
+    out[ctx.alive] = ledger.fatigued(ctx.viewer.ext, ctx.store.ids.ext(ctx.rows[ctx.alive]), p.max_impressions,
+                                     p.fatigue_window_days * DAY, ctx.now)
+    return out
 
 
 def _exposure_cap(ctx: Context) -> np.ndarray:
     # Stricter for minors: never above the adult cap, whatever the file says.
     adult_cap = ctx.policy.daily_cap_adult
-    cap = np.where(ctx.minor, np.minimum(ctx.rules["daily_cap_minor"], adult_cap), adult_cap)
-    return ctx.engine.ledger.exposures_today(ctx.store.ids.ext(ctx.rows), ctx.now) >= cap
+    minor_cap = np.minimum(ctx.rule("daily_cap_minor"), adult_cap)
+    ledger = ctx.viewer.engine.ledger
+    # Nobody reached the lowest cap today: nobody is over theirs (exact, and
+    # spares a dictionary look-up per candidate).
+    if ledger.peak_today(ctx.now) < min(int(np.min(minor_cap)), adult_cap):
+        return ctx.zeros()
+    cap = np.where(ctx.minor, minor_cap, adult_cap)
+    return np.asarray(ledger.exposures_today(ctx.store.ids.ext(ctx.rows), ctx.now) >= cap)
 
 
 SEND_RULES: tuple[Rule, ...] = (
-    Rule("self", FilterReason.SELF, _self),
-    Rule("missing_profile", FilterReason.MISSING_PROFILE, _missing_profile),
-    Rule("account_state", FilterReason.ACCOUNT_STATE, _account_state),
-    Rule("under_16", FilterReason.UNDER_16, _under_dm_age),
-    Rule("blocked", FilterReason.BLOCKED, _blocked),
-    Rule("message_privacy", FilterReason.MESSAGE_PRIVACY, _message_privacy),
-    Rule("adult_to_minor_not_followed", FilterReason.ADULT_TO_MINOR_NOT_FOLLOWED, _adult_to_minor_not_followed),
-    Rule("suspicious_adult", FilterReason.SUSPICIOUS_ADULT, _suspicious_adult),
-    Rule("guardian_removed_contact", FilterReason.GUARDIAN_REMOVED_CONTACT, _guardian_removed),
-    Rule("guardian_messaging", FilterReason.GUARDIAN_MESSAGING_RESTRICTED, _guardian_messaging),
+    Rule("self", FilterReason.SELF, _self, _self_one),
+    Rule("missing_profile", FilterReason.MISSING_PROFILE, _missing_profile, _missing_profile_one),
+    Rule("account_state", FilterReason.ACCOUNT_STATE, _account_state, _account_state_one),
+    Rule("under_16", FilterReason.UNDER_16, _under_dm_age, _under_dm_age_one),
+    Rule("blocked", FilterReason.BLOCKED, _blocked, _blocked_one),
+    Rule("message_privacy", FilterReason.MESSAGE_PRIVACY, _message_privacy, _message_privacy_one),
+    Rule("adult_to_minor_not_followed", FilterReason.ADULT_TO_MINOR_NOT_FOLLOWED, _adult_to_minor_not_followed,
+         _adult_to_minor_not_followed_one),
+    Rule("suspicious_adult", FilterReason.SUSPICIOUS_ADULT, _suspicious_adult, _suspicious_adult_one, narrows=True),
+    Rule("guardian_removed_contact", FilterReason.GUARDIAN_REMOVED_CONTACT, _guardian_removed,
+         _guardian_removed_one),
+    Rule("guardian_messaging", FilterReason.GUARDIAN_MESSAGING_RESTRICTED, _guardian_messaging,
+         _guardian_messaging_one),
 )
 
 SUGGESTION_ONLY_RULES: tuple[Rule, ...] = (
     Rule("under_suggestion_age", FilterReason.UNDER_16, _under_suggestion_age),
     Rule("minor_adult_not_friends", FilterReason.MINOR_ADULT_NOT_FRIENDS, _minor_adult_not_friends),
-    Rule("minor_no_safe_connection", FilterReason.MINOR_NO_SAFE_CONNECTION, _minor_no_safe_connection),
+    Rule("minor_no_safe_connection", FilterReason.MINOR_NO_SAFE_CONNECTION, _minor_no_safe_connection,
+         narrows=True),
     Rule("muted", FilterReason.MUTED, _muted),
     Rule("reported", FilterReason.REPORTED, _reported),
     Rule("dismissed", FilterReason.DISMISSED, _dismissed),
@@ -333,7 +682,7 @@ SUGGESTION_ONLY_RULES: tuple[Rule, ...] = (
     Rule("unblock_cooldown", FilterReason.UNBLOCK_COOLDOWN, _unblock_cooldown),
     Rule("not_discoverable", FilterReason.NOT_DISCOVERABLE, _not_discoverable),
     Rule("guardian_suggestions_off", FilterReason.GUARDIAN_SUGGESTIONS_OFF, _guardian_suggestions_off),
-    Rule("impression_fatigue", FilterReason.IMPRESSION_FATIGUE, _impression_fatigue),
+    Rule("impression_fatigue", FilterReason.IMPRESSION_FATIGUE, _impression_fatigue, narrows=True),
     Rule("exposure_cap", FilterReason.EXPOSURE_CAP, _exposure_cap),
 )
 
@@ -362,8 +711,8 @@ class SafetyEngine:
         self.policy = policy
         self.guardians = guardians
         self.ledger = ledger
-        self._controls_cache: tuple[int, int, dict[int, Controls]] | None = None
-        self._suspicious_cache: dict[tuple[int, int, int], np.ndarray] = {}
+        self._controls_cache: tuple[weakref.ref[GraphStore], int, dict[int, Controls]] | None = None
+        self._regions: _RegionTable | None = None
 
     def observe(self, store: GraphStore, events: list[Event]) -> None:
         """Called after events are applied: counts a linked child's messages
@@ -378,123 +727,224 @@ class SafetyEngine:
                 # former minor an adult.
                 if self.guardians.links_of(e.actor):
                     row = store.row(e.actor)
-                    minor = row >= 0 and int(effective_bands(store, np.array([row]))[0]) != AgeBand.ADULT
+                    minor = row >= 0 and effective_band(store, row) != _ADULT
                     self.guardians.end_links_if_adult(e.actor, minor)
 
     # -- shared facts ---------------------------------------------------
+    def region_table(self, policy: Policy) -> _RegionTable:
+        """The lookup tables of this policy (rebuilt when the policy is
+        replaced; a policy is immutable)."""
+        table = self._regions
+        if table is None or table.policy is not policy:
+            table = self._regions = _RegionTable(policy)
+        return table
+
     def controls_by_row(self, store: GraphStore) -> dict[int, Controls]:
         """Guardian controls in force, keyed by the child's row. Controls
         of a child who is now an adult no longer apply."""
-        key = (id(store), self.guardians.version)
+        version = self.guardians.version
         cached = self._controls_cache
-        if cached is not None and cached[:2] == key:
+        if cached is not None and cached[0]() is store and cached[1] == version:
             return cached[2]
         out: dict[int, Controls] = {}
         for ext, controls in self.guardians.controlled_children().items():
             row = store.row(ext)
-            if row >= 0 and int(effective_bands(store, np.array([row]))[0]) != AgeBand.ADULT:
+            if row >= 0 and effective_band(store, row) != _ADULT:
                 out[row] = controls
-        self._controls_cache = (key[0], key[1], out)
+        self._controls_cache = (weakref.ref(store), version, out)
         return out
 
     def suspicious(self, store: GraphStore, policy: Policy, rows: np.ndarray, now: float) -> np.ndarray:
         """Accounts blocked or reported by at least k distinct minors: blocks
         in force count whenever they were made (fail closed); reports count
-        within the window."""
+        within the window.
+
+        Blocks in force plus everyone who ever reported a row bound its
+        accusers from above, so only rows with at least k of those (a few in
+        a million) are counted exactly; the rest cannot be suspicious. The
+        bound is read from the live store on every call, never cached."""
         out = np.zeros(rows.shape[0], bool)
-        since = now - policy.suspicious_window_days * DAY
-        for i, row in enumerate(rows.tolist()):
-            accusers = np.union1d(store.blocks.in_(row), store.reports.actors_about(row, since))
-            if accusers.shape[0] < policy.suspicious_min_minors:
-                continue
-            minors = int((effective_bands(store, accusers) != AgeBand.ADULT).sum())
-            out[i] = minors >= policy.suspicious_min_minors
+        k = policy.suspicious_min_minors
+        bound = store.accusation_bound(rows)
+        for i in np.flatnonzero(bound >= k).tolist():
+            out[i] = self._accused_by_minors(store, policy, int(rows[i]), now)
         return out
 
+    def suspicious_one(self, store: GraphStore, policy: Policy, row: int, now: float) -> bool:
+        """``suspicious`` for one row."""
+        if store.accusation_bound_one(row) < policy.suspicious_min_minors:
+            return False
+        return self._accused_by_minors(store, policy, row, now)
+
+    @staticmethod
+    def _accused_by_minors(store: GraphStore, policy: Policy, row: int, now: float) -> bool:
+        since = now - policy.suspicious_window_days * DAY
+        accusers = np.union1d(store.blocks.in_(row), store.reports.actors_about(row, since))
+        if accusers.shape[0] < policy.suspicious_min_minors:
+            return False
+        minors = int((effective_bands(store, accusers) != _ADULT).sum())
+        return minors >= policy.suspicious_min_minors
+
     # -- viewers and senders ---------------------------------------------
-    def sender_problems(self, store: GraphStore, row: int) -> list[FilterReason]:
+    def sender_problems(self, store: GraphStore, row: int, policy: Policy | None = None) -> list[FilterReason]:
         """Why this user may not message anyone (empty if they may)."""
-        if row < 0 or row >= len(store.profiles) or not store.profiles.column("has_profile")[row]:
+        p = store.profiles
+        if row < 0 or row >= len(p) or not p.column("has_profile")[row]:
             return [FilterReason.VIEWER_MISSING_PROFILE]
         problems = []
-        if store.profiles.column("account_state")[row] != AccountState.ACTIVE:
+        if int(p.column("account_state")[row]) != _ACTIVE:
             problems.append(FilterReason.VIEWER_ACCOUNT_STATE)
-        band = int(effective_bands(store, np.array([row]))[0])
-        region = decode_region(int(store.profiles.column("region")[row]))
-        if band == AgeBand.UNSPECIFIED or band < self.policy.current.region(region).min_dm_band:
+        band = effective_band(store, row)
+        rules = (policy or self.policy.current).region(decode_region(int(p.column("region")[row])))
+        if band == _UNSET_BAND or band < rules.min_dm_band:
             problems.append(FilterReason.VIEWER_UNDER_16)
         return problems
 
     def viewer_ineligibility(self, store: GraphStore, row: int) -> FilterReason | None:
         """Why this viewer gets no suggestions at all, or None."""
-        problems = self.sender_problems(store, row)
+        policy = self.policy.current
+        problems = self.sender_problems(store, row, policy)
         if problems:
             return problems[0]
-        band = int(effective_bands(store, np.array([row]))[0])
-        region = decode_region(int(store.profiles.column("region")[row]))
-        if band < self.policy.current.region(region).min_suggestion_band:
+        band = effective_band(store, row)
+        if band < policy.region(decode_region(int(store.profiles.column("region")[row]))).min_suggestion_band:
             return FilterReason.VIEWER_UNDER_16
         controls = self.controls_by_row(store).get(row)
         if controls is not None and not controls.suggestions_enabled:
             return FilterReason.GUARDIAN_SUGGESTIONS_OFF
         return None
 
+    def viewer(self, store: GraphStore, row: int, now: float) -> Viewer:
+        """The facts the rules read about a viewer, fetched lazily and kept
+        for one request (pass it to every ``filter_suggestions`` call of the
+        request). ``row`` must be inside the profile table."""
+        return Viewer(self, store, self.policy.current, row, now)
+
     # -- judging ---------------------------------------------------------
-    def _matrix(self, store: GraphStore, viewer: int, rows: np.ndarray, rules: tuple[Rule, ...],
-                now: float) -> np.ndarray:
-        """(len(rules), len(rows)) bool: which rule rejects which candidate.
-        Rows outside the profile table fail closed as missing profiles."""
+    @staticmethod
+    def _known(store: GraphStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(rows as int32, mask of rows inside the profile table or None when
+        all are). Rows outside fail closed as missing profiles and no other
+        rule looks at them."""
         rows = np.asarray(rows, np.int32)
         known = (rows >= 0) & (rows < len(store.profiles))
-        ctx = Context(self, store, self.policy.current, viewer, np.where(known, rows, 0).astype(np.int32), now)
+        return rows, (None if known.all() else known)
+
+    def _matrix(self, viewer: Viewer, rows: np.ndarray, rules: tuple[Rule, ...]) -> np.ndarray:
+        """(len(rules), len(rows)) bool: which rule rejects which candidate,
+        every rule for every candidate."""
+        rows, known = self._known(viewer.store, rows)
         out = np.zeros((len(rules), rows.shape[0]), bool)
-        for i, rule in enumerate(rules):
-            out[i] = rule.reject(ctx)
-            if rule.reason == FilterReason.MISSING_PROFILE:
-                out[i] |= ~known
+        inside = rows if known is None else rows[known]
+        if inside.shape[0]:
+            ctx = Context(viewer, inside)
+            for i, rule in enumerate(rules):
+                if known is None:
+                    out[i] = rule.reject(ctx)
+                else:
+                    out[i, known] = rule.reject(ctx)
+        if known is not None:
+            missing = next(i for i, r in enumerate(rules) if r.reason == FilterReason.MISSING_PROFILE)
+            out[missing, ~known] = True
         return out
 
-    def filter_suggestions(self, store: GraphStore, viewer: int, rows: np.ndarray, now: float) -> SafetyVerdict:
-        matrix = self._matrix(store, viewer, rows, SUGGESTION_RULES, now)
+    def filter_suggestions(self, store: GraphStore, viewer: int, rows: np.ndarray, now: float, *,
+                           facts: Viewer | None = None) -> SafetyVerdict:
+        """Which candidates may be suggested to ``viewer`` (a row that may
+        receive suggestions), and the first rule that removes each other.
+        ``facts``: the request's ``viewer(...)``, to share across batches."""
+        facts = facts if facts is not None and facts.row == viewer else self.viewer(store, viewer, now)
+        rows, known = self._known(store, rows)
+        rules = SUGGESTION_RULES
+        matrix = np.zeros((len(rules), rows.shape[0]), bool)
+        inside = rows if known is None else rows[known]
+        if inside.shape[0]:
+            ctx = Context(facts, inside)
+            sub = matrix if known is None else np.zeros((len(rules), inside.shape[0]), bool)
+            for i, rule in enumerate(rules):
+                if rule.narrows and i:
+                    # Only the first reason of a removal is reported, so a
+                    # heavy rule may skip the candidates removed already.
+                    ctx.alive = ~sub[:i].any(axis=0)
+                    if not ctx.alive.any():
+                        break
+                sub[i] = rule.reject(ctx)
+            if known is not None:
+                matrix[:, known] = sub
+        if known is not None:
+            matrix[next(i for i, r in enumerate(rules) if r.reason == FilterReason.MISSING_PROFILE), ~known] = True
         rejected = matrix.any(axis=0)
-        first_index = np.where(rejected, matrix.argmax(axis=0), -1)
-        first = [SUGGESTION_RULES[i].reason if i >= 0 else None for i in first_index.tolist()]
+        first = np.where(rejected, matrix.argmax(axis=0), -1)
+        first_reason: list[FilterReason | None] = [rules[i].reason if i >= 0 else None for i in first.tolist()]
         removed: dict[FilterReason, int] = {}
-        for r in first:
-            if r is not None:
-                removed[r] = removed.get(r, 0) + 1
-        return SafetyVerdict(~rejected, first, removed)
+        if rejected.any():
+            index, count = np.unique(first[rejected], return_counts=True)
+            for i, c in zip(index.tolist(), count.tolist()):
+                removed[rules[i].reason] = removed.get(rules[i].reason, 0) + c
+        return SafetyVerdict(~rejected, first_reason, removed)
 
     def suggestion_reasons(self, store: GraphStore, viewer: int, row: int, now: float) -> list[FilterReason]:
         """Every rule that removes one candidate (for explanations)."""
-        column = self._matrix(store, viewer, np.array([row], np.int32), SUGGESTION_RULES, now)[:, 0]
+        if viewer < 0 or viewer >= len(store.profiles):
+            # No facts to read about a viewer without a profile; whoever asks
+            # learns the viewer's own problem from viewer_ineligibility.
+            column = self._unknown_viewer_column(store, row)
+        else:
+            column = self._matrix(self.viewer(store, viewer, now), np.array([row], np.int32),
+                                  SUGGESTION_RULES)[:, 0]
         return list(dict.fromkeys(SUGGESTION_RULES[i].reason for i in np.flatnonzero(column).tolist()))
+
+    @staticmethod
+    def _unknown_viewer_column(store: GraphStore, row: int) -> np.ndarray:
+        column = np.zeros(len(SUGGESTION_RULES), bool)
+        if row < 0 or row >= len(store.profiles) or not store.profiles.column("has_profile")[row]:
+            column[[i for i, r in enumerate(SUGGESTION_RULES) if r.reason == FilterReason.MISSING_PROFILE]] = True
+        return column
 
     def check_messaging(self, store: GraphStore, sender_id: int, recipient_ids: list[int],
                         now: float) -> list[MessagingDecision]:
         """May the sender message each recipient now? One decision each, in
-        order."""
+        order. One recipient takes the scalar rules; more, the vectorised
+        ones (the same answers: tests/test_safety_fastpath.py)."""
+        policy = self.policy.current
         sender = store.row(sender_id)
-        problems = self.sender_problems(store, sender)
-        rows = np.array([store.row(r) for r in recipient_ids], np.int32)
+        problems = self.sender_problems(store, sender, policy)
         if problems:
             return [MessagingDecision(Decision.DENY, list(problems)) for _ in recipient_ids]
-        unknown = rows < 0
-        matrix = self._matrix(store, sender, np.where(unknown, len(store.profiles), rows), SEND_RULES, now)
-        decisions = []
-        for j, row in enumerate(rows.tolist()):
-            reasons = list(dict.fromkeys(SEND_RULES[i].reason for i in np.flatnonzero(matrix[:, j]).tolist()))
-            if reasons:
-                decisions.append(MessagingDecision(Decision.DENY, reasons))
-            elif self._established(store, sender, row, now):
-                decisions.append(MessagingDecision(Decision.ALLOW, []))
-            else:
-                decisions.append(MessagingDecision(Decision.ALLOW_AS_REQUEST, []))
-        return decisions
+        viewer = Viewer(self, store, policy, sender, now)
+        if len(recipient_ids) == 1:
+            return [self.check_one(viewer, store.row(recipient_ids[0]))]
+        return self.check_many(viewer, store.rows_of(np.array(recipient_ids, np.int64)))
 
-    @staticmethod
-    def _established(store: GraphStore, sender: int, recipient: int, now: float) -> bool:
-        """Friends, followed by the recipient, or the recipient wrote first:
-        the message goes to the inbox, not to message requests."""
-        return (store.is_friend(sender, recipient) or store.follows.contains(recipient, sender)
-                or store.interactions.get(recipient, sender) is not None)
+    def check_one(self, viewer: Viewer, row: int) -> MessagingDecision:
+        """The send decision for one recipient row (-1: unknown), scalar
+        rules. ``viewer`` must be a sender without ``sender_problems``."""
+        store = viewer.store
+        if row < 0 or row >= len(store.profiles):
+            return MessagingDecision(Decision.DENY, [FilterReason.MISSING_PROFILE])
+        pair = Pair(viewer, row)
+        reasons = [rule.reason for rule in SEND_RULES if rule.reject_one(pair)]  # type: ignore[misc]
+        if reasons:
+            return MessagingDecision(Decision.DENY, list(dict.fromkeys(reasons)))
+        established = (pair.friends or pair.follows_viewer
+                       or store.interactions.get(row, viewer.row) is not None)
+        return MessagingDecision(Decision.ALLOW if established else Decision.ALLOW_AS_REQUEST, [])
+
+    def check_many(self, viewer: Viewer, rows: np.ndarray) -> list[MessagingDecision]:
+        """The send decisions for many recipient rows (-1: unknown),
+        vectorised rules."""
+        matrix = self._matrix(viewer, rows, SEND_RULES)
+        denied = matrix.any(axis=0)
+        established = np.zeros(rows.shape[0], bool)
+        ok = np.flatnonzero(~denied)
+        if ok.shape[0]:
+            ctx = Context(viewer, rows[ok].astype(np.int32))
+            established[ok] = ctx.friends | ctx.follows_viewer | member(viewer.inbound(), ctx.rows)
+        decisions = []
+        for j, (deny, inbox) in enumerate(zip(denied.tolist(), established.tolist())):
+            if deny:
+                reasons = list(dict.fromkeys(SEND_RULES[i].reason for i in np.flatnonzero(matrix[:, j]).tolist()))
+                decisions.append(MessagingDecision(Decision.DENY, reasons))
+            else:
+                decisions.append(MessagingDecision(Decision.ALLOW if inbox else Decision.ALLOW_AS_REQUEST, []))
+        return decisions

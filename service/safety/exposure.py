@@ -25,6 +25,9 @@ class ImpressionLedger:
         self._since_sweep = 0
         self._shown: dict[int, dict[int, deque[float]]] = defaultdict(dict)
         self._exposure: dict[int, tuple[int, int]] = {}  # candidate -> (day, count)
+        # (day, highest count of any candidate that day): lets the cap rule
+        # skip its per-candidate look-ups while nobody is near a cap.
+        self._peak: tuple[int, int] = (0, 0)
         self._by_reason: dict[int, dict[tuple[int, str], int]] = defaultdict(lambda: defaultdict(int))
 
     def record(self, viewer: int, candidates: list[int], reasons: list[list[str]], now: float) -> None:
@@ -39,7 +42,11 @@ class ImpressionLedger:
                     shown[c] = times = deque(times, maxlen=self._keep)
                 times.append(now)
                 d, n = self._exposure.get(c, (day, 0))
-                self._exposure[c] = (day, n + 1 if d == day else 1)
+                count = n + 1 if d == day else 1
+                self._exposure[c] = (day, count)
+                peak_day, peak = self._peak
+                if day > peak_day or (day == peak_day and count > peak):
+                    self._peak = (day, count)
                 for r in rs:
                     self._by_reason[viewer][(day, r)] += 1
             self._since_sweep += len(candidates)
@@ -94,11 +101,26 @@ class ImpressionLedger:
 
     def exposures_today(self, candidates: np.ndarray, now: float) -> np.ndarray:
         day = int(now // DAY)
+        out = np.zeros(candidates.shape[0], np.int64)
         with self._lock:
             get = self._exposure.get
-            return np.fromiter(
-                ((lambda v: v[1] if v[0] == day else 0)(get(c, (day, 0))) for c in candidates.tolist()),
-                np.int64, candidates.shape[0])
+            for i, c in enumerate(candidates.tolist()):
+                seen = get(c)
+                if seen is not None and seen[0] == day:
+                    out[i] = seen[1]
+        return out
+
+    def peak_today(self, now: float) -> int | float:
+        """At least the most times any one candidate was shown on ``now``'s
+        UTC day: no candidate's ``exposures_today`` exceeds it. Infinite
+        when impressions of a later day were recorded (a request that read
+        the clock just before midnight), since the peak of an earlier day is
+        not kept."""
+        day, peak = self._peak
+        today = int(now // DAY)
+        if day == today:
+            return peak
+        return 0 if day < today else float("inf")
 
     def shown_by_reason(self, viewer: int, now: float, days: int = 7) -> dict[str, int]:
         first = int(now // DAY) - days + 1

@@ -9,14 +9,19 @@ import grpc
 from contactgraph.v1 import filter_reason_pb2, safety_service_pb2, safety_service_pb2_grpc
 
 from ..safety.engine import MessagingDecision
+from ..safety.reasons import FilterReason
 from ..state import ServingState
 from ..status import invalid_argument
 
 MAX_RECIPIENTS = 100
 
 
+# Enum conversions looked up once, not per decision.
+_PROTO_REASON = {r: filter_reason_pb2.FilterReason.Value(r.value) for r in FilterReason}
+
+
 def _reasons(decision: MessagingDecision) -> list[int]:
-    return [filter_reason_pb2.FilterReason.Value(r.value) for r in decision.reasons]
+    return [_PROTO_REASON[r] for r in decision.reasons]
 
 
 class SafetyServicer(safety_service_pb2_grpc.SafetyServiceServicer):
@@ -51,7 +56,8 @@ class SafetyServicer(safety_service_pb2_grpc.SafetyServiceServicer):
                                                  state.store.clock.now())
         response = safety_service_pb2.BatchCheckMessagingResponse(
             policy_version=state.safety.policy.current.version)
+        add = response.results.add
         for recipient, decision in zip(request.recipient_ids, decisions):
-            response.results.add(recipient_id=recipient, allowed=decision.allowed,
-                                 decision=int(decision.decision), reasons=_reasons(decision))
+            add(recipient_id=recipient, allowed=decision.allowed, decision=int(decision.decision),
+                reasons=_reasons(decision))
         return response
