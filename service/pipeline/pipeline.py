@@ -4,6 +4,7 @@ filters -> ranker. Plain Python over ``graph``; no gRPC here."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from graph.store import GraphStore
 
 from ..request_scope import checkpoint, record_counts
 from .candidates import Candidates, SourceResult
-from .filters import SafetyEngine
+from .filters import SafetyEngine, member
 from .ranker import LearnedRanker, LinearRanker, Ranker
 from .reasons import FilterReason, SuggestionReason
 from .sources import (ContactsOfContacts, EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou,
@@ -82,17 +83,43 @@ class Pipeline:
             ranker = LearnedRanker(model, contacts, search.vectors)
         return Pipeline(store, search, ranker, max_candidates, safety, contacts=contacts, retrieval=retrieval)
 
-    def _mutual_friend_counts(self, row: int, rows: np.ndarray) -> np.ndarray:
-        """Friends in common with the viewer for each row (int64)."""
-        fof, counts = self.store.friends_of_friends(row)
+    def _mutual_friend_counts(self, row: int, rows: np.ndarray,
+                              every_fof: SourceResult | None = None) -> np.ndarray:
+        """Friends in common with the viewer for each row (int64; distinct
+        rows), 0 for the viewer and the viewer's friends, as
+        ``GraphStore.friends_of_friends`` counts. ``every_fof``: the
+        friends-of-friends source's answer when it holds every friend of a
+        friend (not cut to its limit): read from it. Otherwise one gather of
+        the friends' friend lists, counted only for these rows."""
         out = np.zeros(rows.shape[0], np.int64)
-        if fof.shape[0]:
-            pos = np.minimum(np.searchsorted(fof, rows), fof.shape[0] - 1)
-            hit = fof[pos] == rows
-            out[hit] = counts[pos[hit]]
+        if every_fof is not None:
+            known = every_fof.rows
+            hit = member(known, rows)
+            out[hit] = every_fof.scores[known.searchsorted(rows[hit])].astype(np.int64)
+            return out
+        friends = self.store.friends_of(row)
+        if friends.shape[0] == 0 or rows.shape[0] == 0:
+            return out
+        reach = self.store.gather_friends(friends)
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        pos = np.minimum(ordered.searchsorted(reach), ordered.shape[0] - 1)
+        hit = ordered[pos] == reach
+        out[order] = np.bincount(pos[hit], minlength=ordered.shape[0])
+        out[(rows == row) | member(friends, rows)] = 0
         return out
 
-    def suggest(self, user_id: int, surface: Surface, now: float | None = None) -> Ranked:
+    def suggest(self, user_id: int, surface: Surface, now: float | None = None, *, limit: int | None = None,
+                exclude: Sequence[int] = ()) -> Ranked:
+        """The viewer's ranked, safety-filtered suggestions, best first (at
+        most ``max_candidates``).
+
+        Every candidate is ranked, then the safety filters run down the
+        ranking in batches ("filter and take"). ``limit``: stop once that
+        many candidates not in ``exclude`` (external ids, e.g. the ones a
+        page token says were shown) have passed; the answer then holds the
+        head of the full answer, at least ``limit`` of them outside
+        ``exclude`` unless the candidates ran out. None: filter them all."""
         now = self.store.clock.now() if now is None else now
         surface = Surface.NEW_CONTACTS if surface == Surface.UNSPECIFIED else surface
         row = self.store.row(user_id)
@@ -106,30 +133,67 @@ class Pipeline:
         counts = {f"source.{r.name}": int(r.rows.shape[0]) for r in results}
         if surface == Surface.NEW_CONTACTS:
             # People the viewer already messaged are not new contacts.
-            contacted, _, _ = self.store.interaction_partners(row, now)
-            candidates = candidates.select(~np.isin(candidates.rows, contacted))
-        verdict = self.safety.filter_suggestions(self.store, row, candidates.rows, now)
-        for r, n in verdict.removed.items():
-            counts[f"filter.{r.name.lower()}"] = n
-        candidates = candidates.select(verdict.keep)
-        checkpoint("filters")
+            contacted = member(self.store.interactions.out(row)[0], candidates.rows)
+            if contacted.any():
+                candidates = candidates.select(~contacted)
         scores = self.ranker.rank_scores(row, candidates, surface, now)
         user_ids = self.store.ids.ext(candidates.rows)
-        order = self.ranker.order(scores, user_ids)[: self.max_candidates]
-        mutual = self._mutual_friend_counts(row, candidates.rows[order])
+        order = self.ranker.order(scores, user_ids)
+        kept, removed = self._filter_and_take(row, candidates.rows, user_ids, order, now, limit, exclude)
+        for r, n in removed.items():
+            counts[f"filter.{r.name.lower()}"] = n
+        checkpoint("filters")
+        every_fof = next((r for source, r in zip(sources, results)
+                          if isinstance(source, FriendsOfFriends) and r.rows.shape[0] < source.limit), None)
+        mutual = self._mutual_friend_counts(row, candidates.rows[kept], every_fof)
         reason_of = {r.name: r.reason for r in results}
+        hits = [(reason_of[name], found[kept].tolist()) for name, found in candidates.found_by.items()]
         reasons = []
-        for rank, i in enumerate(order.tolist()):
+        for rank in range(kept.shape[0]):
             # One entry per reason (two sources may share one), and "mutual
             # friends" only when there are some (a contact-graph source can
             # find people through message partners who are not friends).
-            found = dict.fromkeys(reason_of[name] for name, hit in candidates.found_by.items() if hit[i])
+            found_by = dict.fromkeys(r for r, hit in hits if hit[rank])
             if mutual[rank] == 0:
-                found.pop(SuggestionReason.MUTUAL_FRIENDS, None)
-            reasons.append(list(found))
-        counts["ranked"] = int(order.shape[0])
+                found_by.pop(SuggestionReason.MUTUAL_FRIENDS, None)
+            reasons.append(list(found_by))
+        counts["ranked"] = int(kept.shape[0])
         record_counts(counts)  # per-source and per-reason metrics of a served call
-        return Ranked(user_ids[order], scores[order], reasons, mutual, None, counts)
+        return Ranked(user_ids[kept], scores[kept], reasons, mutual, None, counts)
+
+    # The first batch filtered holds this many candidates per one wanted
+    # (about half of them pass on the synthetic network), plus a margin;
+    # each later batch doubles.
+    _BATCH_PER_WANTED = 2
+    _BATCH_MARGIN = 8
+
+    def _filter_and_take(self, row: int, rows: np.ndarray, user_ids: np.ndarray, order: np.ndarray, now: float,
+                         limit: int | None, exclude: Sequence[int]) -> tuple[np.ndarray, dict[FilterReason, int]]:
+        """Indices into ``rows`` that pass the safety filters, in ``order``
+        (at most ``max_candidates``; see ``suggest`` for ``limit``), and the
+        removals by first reason among the candidates examined."""
+        facts = self.safety.viewer(self.store, row, now)
+        excluded = np.unique(np.asarray(exclude, np.int64))
+        removed: dict[FilterReason, int] = {}
+        kept: list[np.ndarray] = []
+        n_kept = n_fresh = 0
+        start = 0
+        batch = order.shape[0] if limit is None else (limit + excluded.shape[0]) * self._BATCH_PER_WANTED \
+            + self._BATCH_MARGIN
+        while start < order.shape[0] and n_kept < self.max_candidates and (limit is None or n_fresh < limit):
+            idx = order[start:start + batch]
+            start += idx.shape[0]
+            batch *= 2
+            verdict = self.safety.filter_suggestions(self.store, row, rows[idx], now, facts=facts)
+            for r, n in verdict.removed.items():
+                removed[r] = removed.get(r, 0) + n
+            passed = idx[verdict.keep][: self.max_candidates - n_kept]
+            kept.append(passed)
+            n_kept += passed.shape[0]
+            if limit is not None:
+                n_fresh += int(passed.shape[0] - member(excluded, user_ids[passed]).sum())
+        taken = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+        return taken, removed
 
 
 def default_safety(store: GraphStore) -> SafetyEngine:

@@ -14,11 +14,15 @@ from graph.model import Surface
 
 from ..config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ServerConfig
 from ..page_token import MAX_WALK, PageTokenError, PageTokens
+from ..pipeline.reasons import SuggestionReason
 from ..state import ServingState
 from ..pipeline.explain import explain
 from ..status import invalid_argument
 
 log = logging.getLogger(__name__)
+
+# Enum conversions looked up once, not per suggestion.
+_PROTO_REASON = {r: suggestion_service_pb2.SuggestionReason.Value(r.value) for r in SuggestionReason}
 
 
 class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
@@ -46,23 +50,27 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
                                           snapshot_id=state.snapshot_id, now=now).shown
             except PageTokenError as err:
                 invalid_argument(context, "page_token", str(err), reason="INVALID_PAGE_TOKEN")
-        ranked = state.pipeline.suggest(request.user_id, surface, now)
+        # One more than the page, to know whether a next page exists; the
+        # pipeline filters only as far down its ranking as that needs.
+        room = min(page_size, max(MAX_WALK - len(shown), 0))
+        ranked = state.pipeline.suggest(request.user_id, surface, now, limit=room + 1, exclude=shown)
         response = suggestion_service_pb2.SuggestContactsResponse(
             snapshot_id=state.snapshot_id, policy_version=state.safety.policy.current.version)
         if ranked.ineligible is not None:
             response.ineligible_reason = filter_reason_pb2.FilterReason.Value(ranked.ineligible.value)
-        fresh = np.flatnonzero(~np.isin(ranked.user_ids, np.array(shown, np.int64)))
-        page = fresh[: min(page_size, max(MAX_WALK - len(shown), 0))]
-        for i in page.tolist():
-            response.suggestions.add(
-                user_id=int(ranked.user_ids[i]),
-                score=float(ranked.scores[i]),
-                reasons=[suggestion_service_pb2.SuggestionReason.Value(r.value) for r in ranked.reasons[i]],
-                mutual_friend_count=int(ranked.mutual_counts[i]),
-            )
-        walked = list(shown) + [int(ranked.user_ids[i]) for i in page.tolist()]
-        state.safety.ledger.record(request.user_id, walked[len(shown):],
-                                   [[r.value for r in ranked.reasons[i]] for i in page.tolist()], now)
+        fresh = np.flatnonzero(~np.isin(ranked.user_ids, np.array(shown, np.int64))) if shown \
+            else np.arange(ranked.user_ids.shape[0])
+        page = fresh[:room]
+        picked = page.tolist()
+        page_ids = ranked.user_ids[page].tolist()
+        add = response.suggestions.add
+        for i, user_id, score, mutual in zip(picked, page_ids, ranked.scores[page].tolist(),
+                                             ranked.mutual_counts[page].tolist()):
+            add(user_id=user_id, score=score, reasons=[_PROTO_REASON[r] for r in ranked.reasons[i]],
+                mutual_friend_count=mutual)
+        walked = list(shown) + page_ids
+        state.safety.ledger.record(request.user_id, page_ids, [[r.value for r in ranked.reasons[i]]
+                                                               for i in picked], now)
         if fresh.shape[0] > page.shape[0] and len(walked) < MAX_WALK:
             response.next_page_token = self._tokens.issue(request.user_id, int(surface), state.snapshot_id,
                                                           walked, now)
