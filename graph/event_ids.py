@@ -13,7 +13,7 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EventIdSet", "encode_ids"]
+__all__ = ["EventIdSet", "encode_each", "encode_ids"]
 
 
 def encode_ids(ids: Iterable[str] | npt.NDArray[np.object_]) -> np.ndarray:
@@ -24,12 +24,18 @@ def encode_ids(ids: Iterable[str] | npt.NDArray[np.object_]) -> np.ndarray:
     values = values[values != ""]
     if values.shape[0] == 0:
         return np.zeros(0, "S1")
+    return _sorted_unique(encode_each(values))
+
+
+def encode_each(values: npt.NDArray[np.object_]) -> np.ndarray:
+    """Each id (str) as UTF-8 in a fixed-width bytes array, same order."""
+    if values.shape[0] == 0:
+        return np.zeros(0, "S1")
     try:
         # Fast path: numpy encodes ASCII itself.
-        encoded = values.astype(np.bytes_)
+        return values.astype(np.bytes_)
     except UnicodeEncodeError:
-        encoded = np.array([v.encode() for v in values.tolist()], dtype=np.bytes_)
-    return _sorted_unique(encoded)
+        return np.array([v.encode() for v in values.tolist()], dtype=np.bytes_)
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:

@@ -25,19 +25,7 @@ from .table import EventTable
 
 def dedupe(table: EventTable) -> np.ndarray:
     """Indices of rows to apply: the first of each non-empty event id."""
-    ids = table.event_id
-    n = len(table)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    has_id = ids != ""
-    keep = np.ones(n, bool)
-    if has_id.any():
-        idx = np.flatnonzero(has_id)
-        _, first = np.unique(ids[idx].astype(str), return_index=True)
-        dup = np.ones(idx.shape[0], bool)
-        dup[first] = False
-        keep[idx[dup]] = False
-    return np.flatnonzero(keep)
+    return table.applied_rows()
 
 
 def _last_state(keys: np.ndarray, order: np.ndarray, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .event_ids import encode_each
 from .model import Event, EventKind, Profile
 
 
@@ -33,6 +34,7 @@ class EventTable:
     detail: np.ndarray
     event_id: np.ndarray
     profiles: dict[int, Profile] = field(default_factory=dict)
+    _applied: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.time.shape[0])
@@ -79,6 +81,27 @@ class EventTable:
             out.profiles.update({offset + i: p for i, p in t.profiles.items()})
             offset += len(t)
         return out
+
+    def applied_rows(self) -> np.ndarray:
+        """Indices (int64, ascending) of the rows to apply: every row
+        without an event id and the first row of each id. Worked out once
+        per table (the fold and the contact graph both ask): ids compare as
+        UTF-8 bytes, sorted once, which on twenty million ids is many times
+        faster than np.unique over str."""
+        if self._applied is None:
+            ids = self.event_id
+            with_id = np.flatnonzero(ids != "")
+            keep = np.ones(len(self), bool)
+            if with_id.shape[0]:
+                encoded = encode_each(ids[with_id])
+                # Stable: the first row of a run of equal ids is the earliest.
+                order = np.argsort(encoded, kind="stable")
+                ordered = encoded[order]
+                later = np.zeros(ordered.shape[0], bool)
+                later[1:] = ordered[1:] == ordered[:-1]
+                keep[with_id[order[later]]] = False
+            self._applied = np.flatnonzero(keep)
+        return self._applied
 
     def events(self) -> list[Event]:
         """Row objects, for the live apply path and tests (slow for bulk)."""
