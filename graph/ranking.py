@@ -29,6 +29,7 @@ from .clock import ManualClock
 from .config import GraphConfig
 from .contacts import ContactConfig, ContactGraph
 from .embedding import EmbeddingConfig, embed
+from .erasure import ErasureLedger
 from .errors import GraphError
 from .features import FEATURES, pair_features
 from .fold import fold
@@ -187,11 +188,12 @@ def before(table: EventTable, when: float) -> EventTable:
 
 def _split_examples(table: EventTable, inner_cut: float, graph_config: GraphConfig,
                     config: RankerTrainingConfig, embedding: EmbeddingConfig, contact: ContactConfig,
-                    rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+                    rng: np.random.Generator, ledger: ErasureLedger | None = None,
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """Examples of one inner split: features as of ``inner_cut`` from the
     events before it, labels from the interactions in the rest of ``table``."""
     history = before(table, inner_cut)
-    store = fold(history, graph_config, ManualClock(inner_cut))
+    store = fold(history, graph_config, ManualClock(inner_cut), ledger=ledger)
     vectors = embed(store, embedding, now=inner_cut)
     # Exact search, prefetched for every sampled user at once below: one
     # matrix product is cheaper than building an approximate index for a
@@ -231,7 +233,8 @@ def _split_examples(table: EventTable, inner_cut: float, graph_config: GraphConf
 
 
 def training_data(table: EventTable, as_of: float, graph_config: GraphConfig, config: RankerTrainingConfig,
-                  embedding: EmbeddingConfig, contact: ContactConfig) -> TrainingData | None:
+                  embedding: EmbeddingConfig, contact: ContactConfig,
+                  ledger: ErasureLedger | None = None) -> TrainingData | None:
     """Candidates and labels from the inner splits of the events before
     ``as_of``; None when the history is too short to split."""
     table = before(table, as_of)
@@ -244,7 +247,7 @@ def training_data(table: EventTable, as_of: float, graph_config: GraphConfig, co
     users = 0
     cuts = tuple(float(np.quantile(times, 1.0 - f)) for f in config.label_fractions)
     for inner_cut in cuts:
-        x, y, u = _split_examples(table, inner_cut, graph_config, config, embedding, contact, rng)
+        x, y, u = _split_examples(table, inner_cut, graph_config, config, embedding, contact, rng, ledger)
         xs += x
         ys += y
         users += u
@@ -318,8 +321,10 @@ def fit(data: TrainingData, config: RankerTrainingConfig) -> RankingModel | None
 
 
 def train_ranker(table: EventTable, as_of: float, graph_config: GraphConfig, config: RankerTrainingConfig,
-                 embedding: EmbeddingConfig, contact: ContactConfig) -> RankingModel | None:
-    data = training_data(table, as_of, graph_config, config, embedding, contact)
+                 embedding: EmbeddingConfig, contact: ContactConfig, *,
+                 ledger: ErasureLedger | None = None) -> RankingModel | None:
+    """``ledger``: erased users, whose events are left out of training."""
+    data = training_data(table, as_of, graph_config, config, embedding, contact, ledger)
     if data is None:
         log.info("ranker not trained: history too short for an inner split")
         return None

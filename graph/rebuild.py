@@ -87,7 +87,7 @@ def build(table: EventTable, as_of: float, *, config: GraphConfig | None = None,
         # before the snapshot's own are built: peak memory is the larger of
         # the two phases, not their sum.
         t = time.perf_counter()
-        model = train_ranker(history, as_of, config, ranker, embedding, contact)
+        model = train_ranker(history, as_of, config, ranker, embedding, contact, ledger=ledger)
         timings["ranker"] = time.perf_counter() - t
         gc.collect()
     t = time.perf_counter()
@@ -170,13 +170,16 @@ class _ProgressBar:
 def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = None,
             embedding: EmbeddingConfig | None = None, clock: Clock | None = None,
             ranker: RankerTrainingConfig | None = None, bad_lines: BadLines | None = None,
-            progress: bool = False) -> RebuildReport:
+            progress: bool = False, ledger: ErasureLedger | None = None) -> RebuildReport:
     """Read the logs in order, fold them, embed, index, train the ranker on
     an inner split of the history and write the snapshot (the model goes in
     the manifest as ``ranker_model``, None when the history is too short).
     A bad line raises EventLogError before anything is written, unless
     ``bad_lines`` allows skipping it (past its limit: TooManyBadLines,
-    nothing written); ``progress`` shows reading progress on a terminal."""
+    nothing written); ``progress`` shows reading progress on a terminal.
+    ``ledger``: users erased before (``graph.snapshot.load_ledger``); no
+    event naming them is applied or trained on, so old raw logs cannot
+    bring them back."""
     config = config or GraphConfig()
     embedding = embedding or EmbeddingConfig()
     clock = clock or SystemClock()
@@ -189,7 +192,7 @@ def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = No
     # Every event read is history: decay, windows and the model's inner
     # split are computed "as of" just after the newest event in the logs.
     as_of = float(np.nextafter(table.time.max(initial=0.0), np.inf))
-    built = build(table, as_of, config=config, embedding=embedding, contact=contact, ranker=ranker)
+    built = build(table, as_of, config=config, embedding=embedding, contact=contact, ranker=ranker, ledger=ledger)
     n_events = len(table)
     del table
     t = time.perf_counter()

@@ -205,9 +205,18 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
         tqdm.write(str(rejected.error), file=sys.stderr)  # above any progress bar
         rejects.add(rejected)
 
+    ledger = None
+    if args.ledger:
+        from graph.snapshot import load_ledger
+
+        try:
+            ledger = load_ledger(Path(args.ledger))
+        except GraphError as err:
+            print(f"contactgraph rebuild: --ledger: {err}", file=sys.stderr)
+            return 2
     try:
         report = rebuild([Path(p) for p in args.events], out, bad_lines=BadLines(args.max_errors, on_reject),
-                         progress=True)
+                         progress=True, ledger=ledger)
     except TooManyBadLines as err:
         rejects.discard()
         print(f"contactgraph rebuild: {err}", file=sys.stderr)
@@ -504,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "one more stops the rebuild with exit code 2 and nothing written (no snapshot, no "
                         "reject file). Default 0: the first bad line stops it. A bad header or an unreadable "
                         "file always stops it")
+    p.add_argument("--ledger", metavar="PATH",
+                   help="erasure ledger to apply: an earlier snapshot directory or a ledger file (its "
+                        "erasure.key beside it); events naming those users are dropped, so old raw logs "
+                        "cannot bring an erased user back")
     p.add_argument("--reject-file", metavar="PATH",
                    help="where skipped lines go; default OUT.rejects beside the snapshot directory; written "
                         "only when a line was skipped. Plain text, one section per input: '## FILE', that "

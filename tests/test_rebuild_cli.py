@@ -144,3 +144,44 @@ def test_parquet_and_csv_inputs_build_the_same_graph(tmp_path: Path) -> None:
         where = "row 8" if edges == parquet else "9"
         assert result.stderr.startswith(f"{edges}:{where}: "), result.stderr
     assert counts[0] == counts[1]
+
+
+class TestLedger:
+    def test_erased_user_stays_out_of_a_rebuild_from_old_logs(self, tmp_path: Path) -> None:
+        """`rebuild --ledger FILE` drops every event naming a user the ledger
+        holds (as a keyed hash), so old raw logs cannot bring them back;
+        without the ledger the same logs do."""
+        from graph.clock import ManualClock
+        from graph.config import GraphConfig
+        from graph.erasure import ErasureLedger, load_or_create_key, write_ledger_file
+        from graph.snapshot import read_snapshot
+
+        erased = 3
+        profiles = write_profile_csv(tmp_path / "profiles.csv", [
+            Profile(u, AgeBand.ADULT, MessagePrivacy.EVERYONE, AccountState.ACTIVE) for u in range(1, 6)])
+        edges = write_edge_csv(tmp_path / "edges.csv", [T0_MS + k for k in range(4)],
+                               ["follow", "message", "follow", "message"], [1, 3, 2, 1], [2, 1, 3, 4],
+                               ["e1", "e2", "e3", "e4"])
+        ledger = ErasureLedger(load_or_create_key(tmp_path))
+        ledger.add(erased)
+        write_ledger_file(ledger, tmp_path / "erased.ledger")
+
+        kept = _run("--events", str(profiles), str(edges), "--out", str(tmp_path / "with"),
+                    "--ledger", str(tmp_path / "erased.ledger"))
+        assert kept.returncode == 0, kept.stderr
+        again = _run("--events", str(profiles), str(edges), "--out", str(tmp_path / "without"))
+        assert again.returncode == 0, again.stderr
+        clock = ManualClock(T0_MS / 1000.0)
+        with_ledger = read_snapshot(tmp_path / "with", GraphConfig(), clock).store
+        without = read_snapshot(tmp_path / "without", GraphConfig(), clock).store
+        assert with_ledger.row(erased) == -1 and erased not in with_ledger.ids.all_ext().tolist()
+        assert without.row(erased) >= 0
+        assert with_ledger.follows.contains(with_ledger.row(1), with_ledger.row(2))
+
+    def test_an_unreadable_ledger_stops_before_reading(self, tmp_path: Path, logs: list[Path]) -> None:
+        """A ledger that cannot be read is a usage error naming the flag."""
+        (tmp_path / "bad.ledger").write_text("not a ledger")
+        result = _run("--events", str(logs[0]), "--out", str(tmp_path / "snap"), "--ledger",
+                      str(tmp_path / "bad.ledger"))
+        assert result.returncode == 2 and "--ledger" in result.stderr
+        assert not (tmp_path / "snap").exists()
