@@ -174,9 +174,10 @@ class GraphStore:
         with self.lock:
             fresh: list[Event] = []
             batch_ids: set[str] = set()
-            for event in events:
+            seen = self._seen_ids.seen_among([event.event_id for event in events])
+            for event, was_seen in zip(events, seen):
                 eid = event.event_id
-                if eid and (eid in self._seen_ids or eid in batch_ids):
+                if eid and (was_seen or eid in batch_ids):
                     duplicates += 1
                     continue
                 if eid:

@@ -92,10 +92,11 @@ class Journal:
             seen = store.seen_ids
             picked: list[int] = []
             batch_ids: set[str] = set()
+            was_seen = seen.seen_among([event.event_id for event in events])
             for i, event in enumerate(events):
                 eid = event.event_id
                 if eid:
-                    if eid in batch_ids or eid in seen:
+                    if eid in batch_ids or was_seen[i]:
                         continue
                     batch_ids.add(eid)
                 picked.append(i)

@@ -80,14 +80,12 @@ class ServingState:
         them from taking candidate slots)."""
         search, store = self.pipeline.search, self.store
         known = search.vectors.shape[0]
-        new_rows: set[int] = set()
+        edges = [e for e in events if e.kind in (EventKind.FOLLOW, EventKind.INTERACTION)]
+        ends = np.fromiter((ext for e in edges for ext in (e.actor, e.target)), np.int64, 2 * len(edges))
+        rows = store.rows_of(ends) if ends.shape[0] else np.zeros(0, np.int64)
+        new_rows = set(rows[rows >= known].tolist())
         for e in events:
-            if e.kind in (EventKind.FOLLOW, EventKind.INTERACTION):
-                for ext in (e.actor, e.target):
-                    row = store.row(ext)
-                    if row >= known:
-                        new_rows.add(row)
-            elif e.kind == EventKind.ERASE_USER or (
+            if e.kind == EventKind.ERASE_USER or (
                     e.kind == EventKind.PROFILE and e.profile is not None
                     and e.profile.account_state in _HIDDEN_STATES):
                 row = store.ids.row(e.actor)

@@ -403,6 +403,17 @@ class TestJournal:
         assert [x.decode() for x in ids.to_array().tolist()] == sorted(
             ["a", "a-much-longer-id-than-the-base-width", "b", "c", "ünï"])
 
+    def test_batch_lookup_agrees_with_single_lookups(self) -> None:
+        """seen_among answers like ``in`` for each id: base and added ids,
+        non-ASCII, empty, and ids longer than the base's width whose prefix
+        is in the base."""
+        ids = EventIdSet.from_ids(["b", "a", "ünï", "abc"])
+        ids |= {"c"}
+        probe = ["a", "", "c", "ünï", "abcdef", "ab", "zz", "b", "a"]
+        assert ids.seen_among(probe) == [p in ids for p in probe]
+        assert ids.seen_among(probe) == [True, False, True, True, False, False, False, True, True]
+        assert EventIdSet().seen_among(["a", ""]) == [False, False]
+
 
 class TestRebuildFromWal:
     def test_logs_plus_wal_rebuild_to_the_live_state(self, tmp_path: Path) -> None:
