@@ -35,7 +35,7 @@ def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
         return out
     flat = values.ravel()
     if flat.shape[0] > _SORT_QUERIES_ABOVE:
-        order = np.argsort(flat, kind="stable")
+        order = np.argsort(flat)
         queries = flat[order]
         pos = np.minimum(np.searchsorted(sorted_set, queries), n - 1)
         out.ravel()[order] = sorted_set[pos] == queries

@@ -28,42 +28,41 @@ def dedupe(table: EventTable) -> np.ndarray:
     return table.applied_rows()
 
 
-def _last_state(keys: np.ndarray, order: np.ndarray, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct key, whether its last event (by ``order``) was an "on"
-    event. Returns (distinct keys, present bool)."""
-    sort = np.lexsort((order, keys))
-    k = keys[sort]
-    last = np.ones(k.shape[0], bool)
-    last[:-1] = k[1:] != k[:-1]
-    return k[last], on[sort][last]
-
-
-def _effective_offs(keys: np.ndarray, order: np.ndarray, on: np.ndarray,
-                    times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """"Off" events (unfollow, unblock) that removed an existing edge: the
-    previous event of the same pair was an "on". Returns (keys, newest such
-    time per key)."""
-    sort = np.lexsort((order, keys))
+def _pair_history(keys: np.ndarray, on: np.ndarray,
+                  times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The on/off events of pairs (``keys`` in log order; ``on`` True for
+    follow/block/mute, False for their undoing), sorted once by pair with
+    log order kept within a pair. Returns (distinct keys, present bool:
+    was the pair's last event an "on"), and the "off" events that removed
+    an existing edge (the pair's previous event was an "on") as (keys,
+    newest such time per key)."""
+    sort = np.argsort(keys, kind="stable")
     k, o, t = keys[sort], on[sort], times[sort]
-    effective = np.zeros(k.shape[0], bool)
-    effective[1:] = (~o[1:]) & o[:-1] & (k[1:] == k[:-1])
-    k, t = k[effective], t[effective]
-    if k.shape[0] == 0:
-        return k, t
-    # Newest time per key.
-    sort = np.lexsort((t, k))
-    k, t = k[sort], t[sort]
     last = np.ones(k.shape[0], bool)
     last[:-1] = k[1:] != k[:-1]
-    return k[last], t[last]
+    effective = np.zeros(k.shape[0], bool)
+    effective[1:] = (~o[1:]) & o[:-1] & ~last[:-1]
+    off_k, off_t = k[effective], t[effective]
+    if off_k.shape[0]:
+        newest = np.lexsort((off_t, off_k))
+        off_k, off_t = off_k[newest], off_t[newest]
+        keep = np.ones(off_k.shape[0], bool)
+        keep[:-1] = off_k[1:] != off_k[:-1]
+        off_k, off_t = off_k[keep], off_t[keep]
+    return k[last], o[last], off_k, off_t
 
 
 def names_erased(actor: np.ndarray, target: np.ndarray, ledger: ErasureLedger) -> np.ndarray:
     """Per event, does it name an erased user (or is it a redacted WAL
     event, actor 0)? Only the distinct ids are looked up in the ledger."""
-    named = np.unique(np.concatenate([actor, target[target > 0]]))
-    dead = named[ledger.erased_among(named)] if ledger else named[:0]
-    return (actor <= 0) | np.isin(actor, dead) | ((target > 0) & np.isin(target, dead))
+    redacted = actor <= 0
+    if not ledger:
+        return redacted
+    named = arrays.unique(np.concatenate([actor, target[target > 0]]))
+    dead = named[ledger.erased_among(named)]
+    if dead.shape[0] == 0:
+        return redacted
+    return redacted | arrays.member(actor, dead) | ((target > 0) & arrays.member(target, dead))
 
 
 def fold(table: EventTable, config: GraphConfig, clock: Clock, *, ledger: ErasureLedger | None = None) -> GraphStore:
@@ -87,15 +86,13 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock, *, ledger: Erasur
     n = len(ids)
     a = np.where(alive, ids.rows(actor), -1).astype(np.int64)
     b = np.where(alive & (target > 0), ids.rows(target), -1).astype(np.int64)
-    order = np.arange(kind.shape[0], dtype=np.int64)
     key = a * max(n, 1) + b
     lock = threading.RLock()
 
     def pairs(on_kind: EventKind, off_kind: EventKind) -> tuple[np.ndarray, np.ndarray, PairLog]:
         sel = alive & ((kind == on_kind) | (kind == off_kind))
-        present_keys, present = _last_state(key[sel], order[sel], kind[sel] == on_kind)
+        present_keys, present, off_keys, off_times = _pair_history(key[sel], kind[sel] == on_kind, time[sel])
         edges = present_keys[present]
-        off_keys, off_times = _effective_offs(key[sel], order[sel], kind[sel] == on_kind, time[sel])
         offs = PairLog()
         for k, t in zip(off_keys.tolist(), off_times.tolist()):
             offs.record(k // n, k % n, t)
