@@ -6,6 +6,7 @@ import gc
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,42 +67,51 @@ class Built:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+PhaseReport = Callable[[str, float], None]
+
+
 def build(table: EventTable, as_of: float, *, config: GraphConfig | None = None,
           embedding: EmbeddingConfig | None = None, contact: ContactConfig | None = None,
           ranker: RankerTrainingConfig | None = None, train: bool = True,
-          ledger: ErasureLedger | None = None) -> Built:
+          ledger: ErasureLedger | None = None, on_phase: PhaseReport | None = None) -> Built:
     """Fold the events strictly before ``as_of`` (clock set to ``as_of``),
     embed, index, build the contact graph and train the ranker on an inner
     split of the same events. Nothing at or after ``as_of`` is read: the
     evaluation builds its "as of the cut" snapshots with this. ``ledger``:
-    users erased before, kept out (see ``fold``)."""
+    users erased before, kept out (see ``fold``). ``on_phase(name,
+    seconds)`` is called as each phase ends (progress for long rebuilds)."""
     config = config or GraphConfig()
     embedding = embedding or EmbeddingConfig()
     contact = contact or ContactConfig()
     ranker = ranker or RankerTrainingConfig()
     timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def done(phase: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        timings[phase] = now - started
+        started = now
+        if on_phase is not None:
+            on_phase(phase, timings[phase])
+
     history = before(table, as_of)
     model = None
     if train:
         # First, so that the inner split's store and contact graph are gone
         # before the snapshot's own are built: peak memory is the larger of
         # the two phases, not their sum.
-        t = time.perf_counter()
         model = train_ranker(history, as_of, config, ranker, embedding, contact, ledger=ledger)
-        timings["ranker"] = time.perf_counter() - t
         gc.collect()
-    t = time.perf_counter()
+        done("ranker")
     store = fold(history, config, ManualClock(as_of), ledger=ledger)
-    timings["fold"] = time.perf_counter() - t
-    t = time.perf_counter()
+    done("fold")
     vectors = embed(store, embedding, now=as_of)
-    timings["embed"] = time.perf_counter() - t
-    t = time.perf_counter()
+    done("embed")
     index = build_index(vectors)
-    timings["index"] = time.perf_counter() - t
-    t = time.perf_counter()
+    done("index")
     contacts = ContactGraph.build(history, store, as_of, contact)
-    timings["contacts"] = time.perf_counter() - t
+    done("contacts")
     return Built(store, vectors, index, contacts, model, timings)
 
 
@@ -170,7 +180,8 @@ class _ProgressBar:
 def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = None,
             embedding: EmbeddingConfig | None = None, clock: Clock | None = None,
             ranker: RankerTrainingConfig | None = None, bad_lines: BadLines | None = None,
-            progress: bool = False, ledger: ErasureLedger | None = None) -> RebuildReport:
+            progress: bool = False, ledger: ErasureLedger | None = None,
+            on_phase: PhaseReport | None = None) -> RebuildReport:
     """Read the logs in order, fold them, embed, index, train the ranker on
     an inner split of the history and write the snapshot (the model goes in
     the manifest as ``ranker_model``, None when the history is too short).
@@ -192,7 +203,10 @@ def rebuild(paths: list[Path], out_dir: Path, *, config: GraphConfig | None = No
     # Every event read is history: decay, windows and the model's inner
     # split are computed "as of" just after the newest event in the logs.
     as_of = float(np.nextafter(table.time.max(initial=0.0), np.inf))
-    built = build(table, as_of, config=config, embedding=embedding, contact=contact, ranker=ranker, ledger=ledger)
+    if on_phase is not None:
+        on_phase("read", read_s)
+    built = build(table, as_of, config=config, embedding=embedding, contact=contact, ranker=ranker, ledger=ledger,
+                  on_phase=on_phase)
     n_events = len(table)
     del table
     t = time.perf_counter()

@@ -188,6 +188,19 @@ _REJECT_FILE_PREAMBLE = """\
 """
 
 
+_NEXT_PHASE = {"read": "training the ranker on an inner split", "ranker": "folding the events",
+               "fold": "embedding", "embed": "indexing", "index": "building the contact graph",
+               "contacts": "writing the snapshot"}
+
+
+def _print_phase(phase: str, seconds: float) -> None:
+    """One line per finished phase on stderr, saying what comes next: a
+    rebuild of millions of events runs for minutes."""
+    following = _NEXT_PHASE.get(phase)
+    print(f"contactgraph rebuild: {phase} done in {seconds:.1f}s" + (f"; {following} ..." if following else ""),
+          file=sys.stderr, flush=True)
+
+
 def _cmd_rebuild(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -216,7 +229,7 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
             return 2
     try:
         report = rebuild([Path(p) for p in args.events], out, bad_lines=BadLines(args.max_errors, on_reject),
-                         progress=True, ledger=ledger)
+                         progress=True, ledger=ledger, on_phase=_print_phase)
     except TooManyBadLines as err:
         rejects.discard()
         print(f"contactgraph rebuild: {err}", file=sys.stderr)
@@ -454,7 +467,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .eval import EvalConfig, run
     from .eval.data import DATASETS
 
-    config = EvalConfig(cuts=tuple(args.cuts), n_boot=args.bootstrap, seed=args.seed, max_users=args.max_users)
+    config = EvalConfig(cuts=tuple(args.cuts), n_boot=args.bootstrap, seed=args.seed, max_users=args.max_users,
+                        node2vec_venv=args.node2vec)
     try:
         run(Path(args.data), args.datasets or list(DATASETS), config, out=lambda line: print(line, flush=True))
     except FileNotFoundError as err:
@@ -553,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of users per cut")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--node2vec", nargs="?", type=Path, const=Path(".venv-node2vec"), default=None, metavar="VENV",
+                   help="also rank by node2vec (pecanpy in VENV, default .venv-node2vec; make node2vec-venv); "
+                        "skipped with a note when it is not installed")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("snapshot", help="inspect a snapshot directory")
