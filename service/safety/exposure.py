@@ -1,16 +1,39 @@
 """What the service showed: per (viewer, candidate) impressions for
 fatigue, per candidate daily exposure for caps, and per viewer counts by
 reason for the guardian overview. Keyed by external user ids (rows change
-with a rebuilt snapshot). In memory, per process: a restart forgets."""
+with a rebuilt snapshot). In memory, per process: a restart forgets.
+
+Stored in flat dicts whose keys are ints and whose values are ints or
+bytes, so the garbage collector never tracks them: the ledger grows with
+traffic after start-up (when the snapshot is frozen out of the collector's
+sight), and with a container per pair (deques, nested dicts, tuples) each
+full collection walked every impression of the last days, stalling every
+call in the process for milliseconds, then seconds as the ledger grew."""
 
 from __future__ import annotations
 
+import struct
 import threading
-from collections import defaultdict, deque
 
 import numpy as np
 
 DAY = 86400.0
+
+_TIME = struct.Struct("d")  # native, as memoryview.cast reads it
+_PAIR = 1 << 64  # (viewer, candidate) -> viewer * _PAIR + candidate + _ID_OFFSET
+_ID_OFFSET = 1 << 63  # int64 ids -> [0, 2**64)
+_COUNT = 1 << 32  # (day, count) -> day * _COUNT + count
+_DAY_OFFSET = 1 << 39  # days (negative before 1970) -> [0, 2**40)
+_REASONS = 1 << 16
+
+
+def _pair(viewer: int, candidate: int) -> int:
+    return viewer * _PAIR + candidate + _ID_OFFSET
+
+
+def _times(packed: bytes) -> memoryview:
+    """The float64 times of one pair, oldest first."""
+    return memoryview(packed).cast("d")
 
 
 class ImpressionLedger:
@@ -23,32 +46,49 @@ class ImpressionLedger:
         self._retention_s = retention_s
         self._sweep_every = sweep_every
         self._since_sweep = 0
-        self._shown: dict[int, dict[int, deque[float]]] = defaultdict(dict)
-        self._exposure: dict[int, tuple[int, int]] = {}  # candidate -> (day, count)
+        # _pair(viewer, candidate) -> its last ``_keep`` times, packed float64
+        self._shown: dict[int, bytes] = {}
+        # viewer -> when it was last shown anyone (no entry: never)
+        self._viewers: dict[int, float] = {}
+        self._exposure: dict[int, int] = {}  # candidate -> day * _COUNT + count
         # (day, highest count of any candidate that day): lets the cap rule
         # skip its per-candidate look-ups while nobody is near a cap.
         self._peak: tuple[int, int] = (0, 0)
-        self._by_reason: dict[int, dict[tuple[int, str], int]] = defaultdict(lambda: defaultdict(int))
+        # _reason_key(viewer, day, reason) -> impressions shown for it
+        self._by_reason: dict[int, int] = {}
+        self._reason_ids: dict[str, int] = {}
+        self._reason_names: list[str] = []
+
+    def _reason_key(self, viewer: int, day: int, reason: str) -> int:
+        rid = self._reason_ids.get(reason)
+        if rid is None:
+            rid = self._reason_ids[reason] = len(self._reason_names)
+            self._reason_names.append(reason)
+            if rid >= _REASONS:
+                raise ValueError(f"more than {_REASONS} distinct suggestion reasons")
+        return (viewer * (2 * _DAY_OFFSET) + day + _DAY_OFFSET) * _REASONS + rid
 
     def record(self, viewer: int, candidates: list[int], reasons: list[list[str]], now: float) -> None:
         day = int(now // DAY)
+        packed_now = _TIME.pack(now)
         with self._lock:
-            shown = self._shown[viewer]
+            shown, exposure = self._shown, self._exposure
+            width = 8 * self._keep
             for c, rs in zip(candidates, reasons):
-                times = shown.get(c)
-                if times is None:
-                    shown[c] = times = deque(maxlen=self._keep)
-                elif times.maxlen is not None and times.maxlen < self._keep:
-                    shown[c] = times = deque(times, maxlen=self._keep)
-                times.append(now)
-                d, n = self._exposure.get(c, (day, 0))
-                count = n + 1 if d == day else 1
-                self._exposure[c] = (day, count)
+                key = _pair(viewer, c)
+                times = shown.get(key, b"") + packed_now
+                shown[key] = times if len(times) <= width else times[-width:]
+                seen = exposure.get(c)
+                count = seen - day * _COUNT + 1 if seen is not None and seen // _COUNT == day else 1
+                exposure[c] = day * _COUNT + count
                 peak_day, peak = self._peak
                 if day > peak_day or (day == peak_day and count > peak):
                     self._peak = (day, count)
                 for r in rs:
-                    self._by_reason[viewer][(day, r)] += 1
+                    k = self._reason_key(viewer, day, r)
+                    self._by_reason[k] = self._by_reason.get(k, 0) + 1
+            if candidates:
+                self._viewers[viewer] = max(now, self._viewers.get(viewer, now))
             self._since_sweep += len(candidates)
             if self._since_sweep >= self._sweep_every:
                 self._sweep(now)
@@ -57,27 +97,21 @@ class ImpressionLedger:
         """Drop what no window can read any more; caller holds the lock."""
         self._since_sweep = 0
         horizon = now - max(self._retention_s, 0.0)
-        for viewer in list(self._shown):
-            shown = self._shown[viewer]
-            for c in [c for c, times in shown.items() if times[-1] < horizon]:
-                del shown[c]
-            if not shown:
-                del self._shown[viewer]
+        for key in [k for k, times in self._shown.items() if _TIME.unpack_from(times, len(times) - 8)[0] < horizon]:
+            del self._shown[key]
+        for viewer in [v for v, last in self._viewers.items() if last < horizon]:
+            del self._viewers[viewer]
         today = int(now // DAY)
-        for c in [c for c, (d, _) in self._exposure.items() if d < today]:
+        for c in [c for c, v in self._exposure.items() if v // _COUNT < today]:
             del self._exposure[c]
         first_day = int(horizon // DAY)
-        for viewer in list(self._by_reason):
-            counts = self._by_reason[viewer]
-            for key in [k for k in counts if k[0] < first_day]:
-                del counts[key]
-            if not counts:
-                del self._by_reason[viewer]
+        for key in [k for k in self._by_reason if (k // _REASONS) % (2 * _DAY_OFFSET) - _DAY_OFFSET < first_day]:
+            del self._by_reason[key]
 
     def size(self) -> int:
         """Pairs remembered (for tests and metrics)."""
         with self._lock:
-            return sum(len(d) for d in self._shown.values())
+            return len(self._shown)
 
     def fatigued(self, viewer: int, candidates: np.ndarray, max_impressions: int, window_s: float,
                  now: float) -> np.ndarray:
@@ -88,14 +122,14 @@ class ImpressionLedger:
             with self._lock:
                 self._keep = max(self._keep, max_impressions)
                 self._retention_s = max(self._retention_s, window_s)
-        shown = self._shown.get(viewer)
-        if not shown:
+        if viewer not in self._viewers:
             return out
         since = now - window_s
         with self._lock:
+            get = self._shown.get
             for i, c in enumerate(candidates.tolist()):
-                times = shown.get(c)
-                if times is not None and sum(1 for t in times if t >= since) >= max_impressions:
+                times = get(_pair(viewer, c))
+                if times is not None and sum(1 for t in _times(times) if t >= since) >= max_impressions:
                     out[i] = True
         return out
 
@@ -106,8 +140,8 @@ class ImpressionLedger:
             get = self._exposure.get
             for i, c in enumerate(candidates.tolist()):
                 seen = get(c)
-                if seen is not None and seen[0] == day:
-                    out[i] = seen[1]
+                if seen is not None and seen // _COUNT == day:
+                    out[i] = seen - day * _COUNT
         return out
 
     def peak_today(self, now: float) -> int | float:
@@ -123,10 +157,15 @@ class ImpressionLedger:
         return 0 if day < today else float("inf")
 
     def shown_by_reason(self, viewer: int, now: float, days: int = 7) -> dict[str, int]:
+        """Impressions shown to ``viewer`` by reason, from ``days`` days ago
+        on (including any later day the ledger holds)."""
         first = int(now // DAY) - days + 1
+        out: dict[str, int] = {}
         with self._lock:
-            out: dict[str, int] = defaultdict(int)
-            for (day, reason), n in self._by_reason.get(viewer, {}).items():
-                if day >= first:
-                    out[reason] += n
-            return dict(out)
+            # The latest day anything was recorded bounds the days to visit.
+            for day in range(first, max(self._peak[0], first - 1) + 1):
+                for reason in self._reason_names:
+                    n = self._by_reason.get(self._reason_key(viewer, day, reason))
+                    if n:
+                        out[reason] = out.get(reason, 0) + n
+        return out
