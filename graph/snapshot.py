@@ -239,9 +239,13 @@ def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: 
 
     def arr(name: str, mmap: bool = True) -> np.ndarray:
         try:
-            return np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            loaded = np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise SnapshotError(f"{directory}: {name}.npy unreadable: {err}") from None
+        # A plain ndarray view of the same mapped pages: every slice of an
+        # np.memmap builds another memmap object, a cost paid on each read
+        # in serving.
+        return np.asarray(loaded)
 
     lock = threading.RLock()
     ids = IdMap(arr("ids.ext", mmap=False))
