@@ -21,7 +21,11 @@ Measured:
   workers (the default) and with 8, and the servicers inline on grpc.aio's
   event loop;
 - CheckMessaging at 200 QPS while a 64-deep SuggestContacts flood runs;
-- what the serving interceptor costs per call (echo with and without it).
+- what the serving interceptor costs per call (echo with and without it);
+- in process, before any server starts: CPU per call of each servicer
+  method on the same snapshot and requests as the load generator's (no
+  gRPC; JSON request logging to /dev/null as the server writes it), the
+  figure least disturbed by whatever else the machine runs.
 """
 
 from __future__ import annotations
@@ -195,6 +199,81 @@ def _median(runs: list[Run], attr: str) -> float:
     return float(statistics.median(getattr(r, attr) for r in runs))
 
 
+def in_process_cpu(snapshot: Path, repeats: int, calls: dict[str, int] | None = None) -> dict[str, float]:
+    """CPU microseconds per call of the servicer methods, called directly in
+    this process (median of ``repeats`` runs of ``calls[method]`` calls
+    each), and of the suggestion pipeline alone."""
+    import gc
+    import logging
+
+    from graph.clock import SystemClock
+    from service.config import ServerConfig
+    from service.load import LoadSpec, build_requests, read_user_ids
+    from service.logs import JsonFormatter
+    from service.server import build_safety
+    from service.servicers import SuggestionServicer
+    from service.servicers.safety import SafetyServicer
+    from service.state import ServingState
+
+    calls = calls or {"check": 4000, "batch-check": 500, "suggest": 1000}
+    config = ServerConfig(snapshot=snapshot)
+    clock = SystemClock()
+    state = ServingState.load(snapshot, config.graph, clock, safety=build_safety(config, clock))
+    gc.freeze()  # as the server does once it has loaded
+    users = read_user_ids(snapshot=snapshot)
+    parse = {"check": safety_service_pb2.CheckMessagingRequest.FromString,
+             "batch-check": safety_service_pb2.BatchCheckMessagingRequest.FromString,
+             "suggest": suggestion_service_pb2.SuggestContactsRequest.FromString}
+    requests = {m: [parse[m](raw) for raw in build_requests(LoadSpec("-", users, method=m, seed=1))] for m in calls}
+    suggestions = SuggestionServicer(lambda: state, config)
+    safety = SafetyServicer(lambda: state)
+    handler = {"check": safety.CheckMessaging, "batch-check": safety.BatchCheckMessaging,
+               "suggest": suggestions.SuggestContacts}
+    pipeline_s = [0.0]
+    suggest = state.pipeline.suggest
+
+    def timed_suggest(*args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return suggest(*args, **kwargs)
+        finally:
+            pipeline_s[0] += time.process_time() - started
+
+    state.pipeline.suggest = timed_suggest  # type: ignore[method-assign]
+    sink = open(os.devnull, "w")
+    log_handler = logging.StreamHandler(sink)
+    log_handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(log_handler)
+    root.setLevel(logging.INFO)
+    out: dict[str, float] = {}
+    try:
+        offset = 0
+        for method, n in calls.items():
+            fn, reqs = handler[method], requests[method]
+            for r in reqs[: n // 4]:  # warm-up
+                fn(r, None)
+            runs, pipeline_runs = [], []
+            for _ in range(repeats):
+                pipeline_s[0] = 0.0
+                started = time.process_time()
+                for i in range(n):
+                    fn(reqs[(offset + i) % len(reqs)], None)
+                runs.append((time.process_time() - started) / n * 1e6)
+                pipeline_runs.append(pipeline_s[0] / n * 1e6)
+                offset += n
+            out[method] = float(statistics.median(runs))
+            if method == "suggest":
+                out["suggest pipeline"] = float(statistics.median(pipeline_runs))
+    finally:
+        root.removeHandler(log_handler)
+        root.setLevel(old_level)
+        sink.close()
+        state.pipeline.suggest = suggest  # type: ignore[method-assign]
+    return out
+
+
 def capture_responses(target: str, snapshot: Path, out: Path) -> dict[str, int]:
     """Real responses to send back from the echo server: a full page of 20
     suggestions, one check, one 50-recipient batch. Returns their sizes."""
@@ -245,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight for max-QPS runs")
     parser.add_argument("--skip-designs", action="store_true", help="only the production design and echo")
     parser.add_argument("--quiet", action="store_true", help="no per-run lines")
+    parser.add_argument("--skip-in-process", action="store_true", help="no in-process CPU figures")
     args = parser.parse_args(argv)
 
     snapshot = ensure_snapshot(args.users, args.edges).resolve()
@@ -257,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"users": args.users, "edges": args.edges, "repeats": args.repeats,
                                "duration_s": args.duration, "concurrency": args.concurrency,
                                "loadavg_before": load_before}
+    in_process: dict[str, float] = {}
+    if not args.skip_in_process:
+        bench.say("in process: CPU per servicer call")
+        in_process = in_process_cpu(snapshot, args.repeats)
+        results["in_process_cpu_us"] = in_process
     serve = [PY, "-m", "service.cli", "serve", "--snapshot", str(snapshot), "--no-wal", "--log-level", "INFO"]
     responses = work / "echo-responses"
 
@@ -375,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
           f"BatchCheckMessaging(50) max {batch['max_qps']:,.0f} QPS, p50 @70% {batch['p50_at_70_ms']:.2f} ms; "
           f"under the flood: CheckMessaging p50 {flood_check['p50_ms']:.2f} ms, {flood_check['errors']} errors, "
           f"flood refused {flood_errors or 'nothing'}")
+    if in_process:
+        print("in process (no gRPC), CPU per call: " + ", ".join(
+            f"{name} {us:,.0f} us" for name, us in in_process.items()))
     print(f"response sizes (bytes): {sizes}; memory: " +
           ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in memory.items()))
     overhead = echo["sync+interceptor"]["server_cpu_us"] - echo["sync"]["server_cpu_us"]
