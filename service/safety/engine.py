@@ -941,9 +941,10 @@ class SafetyEngine:
             ctx = Context(viewer, rows[ok].astype(np.int32))
             established[ok] = ctx.friends | ctx.follows_viewer | member(viewer.inbound(), ctx.rows)
         decisions = []
-        for j, (deny, inbox) in enumerate(zip(denied.tolist(), established.tolist())):
+        reason_of = [rule.reason for rule in SEND_RULES]
+        for hits, deny, inbox in zip(matrix.T.tolist(), denied.tolist(), established.tolist()):
             if deny:
-                reasons = list(dict.fromkeys(SEND_RULES[i].reason for i in np.flatnonzero(matrix[:, j]).tolist()))
+                reasons = list(dict.fromkeys(r for r, hit in zip(reason_of, hits) if hit))
                 decisions.append(MessagingDecision(Decision.DENY, reasons))
             else:
                 decisions.append(MessagingDecision(Decision.ALLOW if inbox else Decision.ALLOW_AS_REQUEST, []))
