@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .durable import fsync_dir
 from .errors import GraphError
 
 __all__ = [
@@ -105,18 +106,10 @@ def load_or_create_key(directory: Path, key: bytes | None = None) -> bytes:
         pass
     finally:
         os.unlink(tmp)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     found = read_key(directory)
     assert found is not None
     return found
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ErasureLedger:
@@ -298,7 +291,7 @@ def write_ledger_file(ledger: ErasureLedger, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_ledger_file(path: Path, key: bytes | None = None) -> ErasureLedger:

@@ -21,6 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from .durable import fsync_dir
 from .ann import load_index, save_index
 from .clock import Clock
 from .config import GraphConfig
@@ -372,9 +373,5 @@ def remove_snapshot(path: Path) -> None:
     path = Path(path)
     doomed = path.parent / f".{path.name}.removing-{os.getpid()}"
     os.rename(path, doomed)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
     shutil.rmtree(doomed)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from . import arrays
 from .eventlog import write_edge_csv, write_edge_parquet, write_profile_csv
 from .model import AccountState, AgeAssurance, AgeBand, EventKind, InteractionType, MessagePrivacy, Profile
 from .table import EventTable
@@ -377,7 +378,7 @@ def _initiated_follows(spec: NetworkSpec, pop: _Population, rng: np.random.Gener
     sigma = 0.9
     mu = math.log(per_user) - sigma * sigma / 2
     out_degree = np.minimum(np.rint(rng.lognormal(mu, sigma, size=n)).astype(np.int64), n - 1)
-    keys = _sorted_unique(np.concatenate([_draw_follows(spec, pop, rng, out_degree), _anchor_follows(pop, rng)]))
+    keys = arrays.unique(np.concatenate([_draw_follows(spec, pop, rng, out_degree), _anchor_follows(pop, rng)]))
     drawn = int(out_degree.sum())
     # m = base + q/2 with q a fraction of m: measured once, since top-up
     # follows are mutual by chance about as often as the first ones.
@@ -392,7 +393,7 @@ def _initiated_follows(spec: NetworkSpec, pop: _Population, rng: np.random.Gener
         efficiency = max(keys.shape[0] / drawn, 0.2)
         extra = rng.poisson(out_degree * (deficit / efficiency / max(int(out_degree.sum()), 1)))
         drawn += int(extra.sum())
-        keys = _sorted_unique(np.concatenate([keys, _draw_follows(spec, pop, rng, extra)]))
+        keys = arrays.unique(np.concatenate([keys, _draw_follows(spec, pop, rng, extra)]))
     return keys
 
 
@@ -499,16 +500,6 @@ def _follow_rows(spec: NetworkSpec, pop: _Population, rng: np.random.Generator) 
 # which is many times faster than np.unique (hash based for integers since
 # numpy 2.3) or np.searchsorted with random probes (a cache miss per level):
 # at 20M follows that is seconds instead of minutes.
-
-
-def _sorted_unique(keys: I64) -> I64:
-    keys = np.sort(keys)
-    if keys.shape[0] < 2:
-        return keys
-    keep = np.empty(keys.shape[0], bool)
-    keep[0] = True
-    np.not_equal(keys[1:], keys[:-1], out=keep[1:])
-    return keys[keep]
 
 
 def _contains(sorted_keys: I64, probe: I64) -> npt.NDArray[np.bool_]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contactgraph.v1 import wal_record_pb2
+from graph.durable import fsync_dir
 from graph.erasure import ErasureLedger
 from graph.errors import WalCorruptError, WalError
 from graph.model import Event
@@ -66,14 +67,6 @@ class Replayed:
     records: int
     watermark: int
     position: WalPosition | None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -116,7 +109,7 @@ class WriteAheadLog:
         directory = Path(config.directory)
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
         lock_fd = _lock(directory)
         try:
             while True:
@@ -129,7 +122,7 @@ class WriteAheadLog:
                     size, next_sequence = found
                     return WriteAheadLog(config, newest, size, next_sequence, lock_fd)
                 newest.path.unlink()
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -271,7 +264,7 @@ class WriteAheadLog:
             _write_all(fd, encode_header(first_sequence))
             if self.config.fsync:
                 os.fsync(fd)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         except BaseException:
             os.close(fd)
             raise
@@ -454,7 +447,7 @@ def compact_log(directory: Path, watermark: int, ledger: ErasureLedger | None = 
             newest = i == len(segments) - 1
             if not newest and segments[i + 1].first_sequence - 1 <= watermark:
                 os.unlink(segment.path)
-                _fsync_dir(directory)
+                fsync_dir(directory)
                 removed.append(segment.path)
                 continue
             records = _records(segment, torn_ok=newest)
@@ -548,7 +541,7 @@ def _rewrite(directory: Path, segment: Segment, records: list[tuple[bytes, wal_r
         kept = records[-1:]
     if not kept:
         os.unlink(segment.path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return None, 0
     frames = []
     redacted = 0
@@ -573,10 +566,10 @@ def _rewrite(directory: Path, segment: Segment, records: list[tuple[bytes, wal_r
     # name (records dropped from its front): the old one goes only once the
     # new one is durable; a reader that finds both reads the same records.
     os.replace(tmp, target)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     if target != segment.path:
         os.unlink(segment.path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     log.info("WAL %s rewritten as %s: %d record(s) kept, %d event(s) redacted", segment.path.name, target.name,
              len(kept), redacted)
     return target, redacted

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from graph.clock import Clock
+from graph.durable import fsync_dir
 from graph.model import MAX_USER_ID
 
 log = logging.getLogger(__name__)
@@ -523,11 +524,7 @@ def _rewrite_journal(path: Path, records: list[dict[str, Any]]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _journal_lock(journal: Path, *, exclusive: bool, wait: bool = True) -> int:
