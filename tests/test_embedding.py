@@ -176,3 +176,88 @@ class TestFoldIn:
         assert fold_in_user(search, store, row, cut + 3)
         rows, _ = search.neighbours(row, 3)
         assert set(rows.tolist()) & {store.row(k) for k in known}
+
+
+class TestPropagation:
+    """ProNE's spectral propagation against dense numpy on small graphs."""
+
+    @staticmethod
+    def _dense(norm: np.ndarray, vectors: np.ndarray, mu: float, theta: float) -> np.ndarray:
+        """Â (I - g(L)) R with g applied exactly through L's eigenvectors."""
+        from graph.embedding import band_pass
+
+        lam, basis = np.linalg.eigh(np.eye(norm.shape[0]) - norm)
+        filtered = basis @ (band_pass(lam, mu, theta)[:, None] * (basis.T @ vectors))
+        return np.asarray(norm @ (vectors - filtered), np.float64)
+
+    def test_chebyshev_propagation_matches_dense_filter(self, history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """The Chebyshev recurrence gives what the eigendecomposition of the
+        normalised Laplacian gives, for ProNE's parameters and ours."""
+        from graph.embedding import adjacency, normalised, propagate
+
+        store, _, cut = history
+        norm, _ = normalised(adjacency(store, EmbeddingConfig(), cut))
+        vectors = np.random.default_rng(5).standard_normal((store.n_rows, 8)).astype(np.float32)
+        for mu, theta in ((0.2, 0.5), (0.65, 1.0), (1.5, 2.0)):
+            config = EmbeddingConfig(propagation_order=12, mu=mu, theta=theta)
+            got = propagate(norm, vectors, config)
+            want = self._dense(norm.toarray().astype(np.float64), vectors.astype(np.float64), mu, theta)
+            assert got.dtype == np.float32 and got.shape == vectors.shape
+            np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
+
+    def test_hand_graph(self) -> None:
+        """A path 0-1-2 plus an isolated row 3: the dense formula by hand,
+        and the isolated row stays zero."""
+        import scipy.sparse as sp
+
+        from graph.embedding import normalised, propagate
+
+        adj = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 2, 0], [0, 2, 0, 0], [0, 0, 0, 0]], np.float32))
+        norm, degree = normalised(adj)
+        assert degree.tolist() == [1, 3, 2, 0]
+        vectors = np.array([[1, 0], [0, 1], [1, 1], [5, 5]], np.float32)
+        got = propagate(norm, vectors, EmbeddingConfig(propagation_order=10))
+        want = self._dense(norm.toarray().astype(np.float64), vectors.astype(np.float64), 0.65, 1.0)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert not got[3].any()
+
+    def test_coefficients_reproduce_the_filter(self) -> None:
+        """The interpolated Chebyshev series is the band-pass filter on
+        [0, 2] to within its truncation."""
+        import numpy.polynomial.chebyshev as cheb
+
+        from graph.embedding import band_pass, filter_coefficients
+
+        lam = np.linspace(0.0, 2.0, 401)
+        for order, tol in ((6, 5e-4), (10, 1e-6)):
+            approx = cheb.chebval(lam - 1.0, filter_coefficients(order, 0.65, 1.0))
+            assert np.abs(approx - band_pass(lam, 0.65, 1.0)).max() < tol
+
+    def test_svd_rows_keeps_the_row_geometry(self) -> None:
+        """U Σ^1/2 of the block: Gram matrix U Σ Uᵀ, as numpy's SVD says."""
+        from graph.embedding import _svd_rows
+
+        block = np.random.default_rng(2).standard_normal((300, 6)).astype(np.float32)
+        block[:, 5] = block[:, 0]  # rank 5: the sixth direction gets a zero column
+        u, s, _ = np.linalg.svd(block.astype(np.float64), full_matrices=False)
+        rows = _svd_rows(block)
+        np.testing.assert_allclose(rows @ rows.T, (u * s) @ u.T, atol=1e-4)
+        assert np.abs(rows).max(axis=0).min() == 0.0
+
+    def test_propagated_embedding_is_deterministic_and_differs(self,
+                                                              history: tuple[GraphStore, ContactGraph, float]) -> None:
+        """With propagation: bit-identical for a seed, unit norm, and not
+        the unpropagated vectors."""
+        store, _, cut = history
+        on = EmbeddingConfig(dim=16, seed=3, propagation_order=6)
+        a, b = embed(store, on, now=cut), embed(store, on, now=cut)
+        off = embed(store, EmbeddingConfig(dim=16, seed=3, propagation_order=0), now=cut)
+        assert a.tobytes() == b.tobytes() and a.shape == (store.n_rows, 16)
+        norms = np.linalg.norm(a, axis=1)
+        assert np.all((np.abs(norms - 1) < 1e-4) | (norms == 0))
+        assert not np.allclose(a, off, atol=1e-3)
+
+    def test_bad_config_is_refused(self) -> None:
+        for bad in ({"propagation_order": -1}, {"mu": 2.5}, {"theta": 0.0}, {"dim": 0}):
+            with pytest.raises(ValueError):
+                EmbeddingConfig(**bad)
