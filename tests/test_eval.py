@@ -4,6 +4,8 @@ of a toy timeline, the bootstrap, and one small end-to-end cut."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from graph.model import EventKind, InteractionType
 from graph.ranking import RankerTrainingConfig
 from graph.rebuild import build
 from service.eval.data import Dataset, edge_table
-from service.eval.harness import OURS, EvalConfig, evaluate_cut, format_cut, new_contacts
+from service.eval.harness import NODE2VEC, OURS, EvalConfig, evaluate_cut, format_cut, new_contacts
 from service.eval.metrics import ndcg_at, paired_bootstrap, recall_at, reciprocal_rank, user_metrics
 from tests.temporal_support import temporal_messages
 
@@ -107,3 +109,88 @@ class TestEndToEnd:
         assert result.metrics[OURS][:, 1].mean() > 0
         text = format_cut(result, config)
         assert "target:" in text and "share sheet MRR" in text and "ppr" in text
+
+
+_FAKE_PECANPY = '''\
+import argparse, random
+p = argparse.ArgumentParser()
+for flag in ("--input", "--output", "--mode", "--dimensions", "--walk-length", "--num-walks", "--window-size",
+             "--epochs", "--p", "--q", "--workers", "--random_state"):
+    p.add_argument(flag)
+p.add_argument("--weighted", action="store_true")
+a = p.parse_args()
+nodes = sorted({int(x) for line in open(a.input) for x in line.split("\\t")[:2]})
+rng = random.Random(1)
+with open(a.output, "w") as f:
+    f.write(f"{len(nodes)} {a.dimensions}\\n")
+    for n in nodes:
+        f.write(str(n) + " " + " ".join(f"{rng.gauss(0, 1):.5f}" for _ in range(int(a.dimensions))) + "\\n")
+'''
+
+
+class TestNode2Vec:
+    """The pecanpy round trip without pecanpy: the edge list we write, the
+    word2vec text we read back, and the harness's node2vec method run
+    against a stand-in script."""
+
+    def test_reads_rows_and_normalises(self, tmp_path: Path) -> None:
+        """Ids are rows; vectors come back unit length; rows the file lacks
+        (no edge, so pecanpy never saw them) are zero."""
+        from service.eval.node2vec import read_embeddings
+
+        path = tmp_path / "tiny.emb"
+        path.write_text("3 2\n4 3 4\n0 1.5 0\n2 0 -2\n")
+        v = read_embeddings(path, 6)
+        assert v.dtype == np.float32 and v.shape == (6, 2)
+        np.testing.assert_allclose(v[[4, 0, 2]], np.array([[0.6, 0.8], [1.0, 0.0], [0.0, -1.0]]), atol=1e-6)
+        assert not v[[1, 3, 5]].any()
+
+    @pytest.mark.parametrize("text, where", [
+        ("2 2\n0 1 0\n", "header says 2"),
+        ("1 2\n7 1 0\n", ":2: id 7"),
+        ("2 2\n0 1 0\n0 0 1\n", ":3: id 0 appears twice"),
+        ("1 3\n0 1 0\n", ":2: 2 values"),
+        ("one 2\n", ":1:"),
+        ("1 2\nx 1 0\n", ":2:"),
+    ])
+    def test_rejects_malformed_files(self, tmp_path: Path, text: str, where: str) -> None:
+        from service.eval.node2vec import Node2VecError, read_embeddings
+
+        path = tmp_path / "bad.emb"
+        path.write_text(text)
+        with pytest.raises(Node2VecError, match=where):
+            read_embeddings(path, 5)
+
+    def test_edge_list_has_each_undirected_edge_once(self, tmp_path: Path) -> None:
+        import scipy.sparse as sp
+
+        from service.eval.node2vec import write_edgelist
+
+        dense = np.zeros((4, 4), np.float32)
+        dense[0, 2] = dense[2, 0] = 1.5
+        dense[1, 3] = dense[3, 1] = 0.25
+        path = tmp_path / "g.edg"
+        assert write_edgelist(sp.csr_matrix(dense), path) == 2
+        assert path.read_text().splitlines() == ["0\t2\t1.5", "1\t3\t0.25"]
+
+    def test_missing_venv_is_skipped_with_a_note(self, tmp_path: Path) -> None:
+        from service.eval.harness import run
+
+        lines: list[str] = []
+        assert run(tmp_path, [], EvalConfig(node2vec_venv=tmp_path / "nowhere"), out=lines.append) == []
+        assert any("no pecanpy" in line and "skipped" in line for line in lines)
+
+    def test_harness_ranks_by_node2vec_vectors(self, tmp_path: Path) -> None:
+        """With a pecanpy in the venv, the cut has a node2vec method scored
+        for the same users, and the report compares it with ours."""
+        script = tmp_path / "venv" / "bin" / "pecanpy"
+        script.parent.mkdir(parents=True)
+        script.write_text(f"#!{sys.executable}\n{_FAKE_PECANPY}")
+        script.chmod(0o755)
+        config = EvalConfig(cuts=(0.8,), n_boot=20, node2vec_venv=tmp_path / "venv",
+                            ranker=RankerTrainingConfig(n_estimators=10, label_fractions=(0.3,)))
+        result = evaluate_cut(temporal_messages(n_users=60, n_events=1000), 0.8, config)
+        assert NODE2VEC in result.metrics and result.metrics[NODE2VEC].shape == (result.users.shape[0], 4)
+        assert result.metrics[NODE2VEC][:, 1].sum() > 0  # random vectors still hit someone
+        assert "node2vec.train" in result.timings
+        assert f"embedding vs {NODE2VEC}" in format_cut(result, config)

@@ -1,7 +1,8 @@
 """The baselines the pipeline is measured against, all over the same
 training snapshot: popularity, common neighbours, Adamic–Adar, personalised
 PageRank (networkx), unanswered inbound by recency then Adamic–Adar, and
-embedding neighbours alone.
+embedding neighbours alone (``embedding_only``: ours, and with ``eval
+--node2vec`` the same ranking over node2vec vectors, see ``node2vec.py``).
 
 The graph they see is the undirected, unweighted interaction graph of the
 training events (plus follows, where a data set has them). Each returns the

@@ -10,7 +10,9 @@ can be suggested by no method and are left out (their count is printed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graph.ann import VectorSearch
+from graph.ann import VectorSearch, build_index
 from graph.contacts import ContactGraph
 from graph.model import EventKind, Surface
 from graph.ranking import RankerTrainingConfig
@@ -28,7 +30,8 @@ from graph.table import EventTable
 from service.pipeline import Pipeline
 from service.pipeline.ranker import LinearRanker
 
-from .baselines import BASELINES, BaselineContext
+from . import node2vec
+from .baselines import BASELINES, BaselineContext, embedding_only
 from .data import Dataset, load
 from .metrics import METRICS, paired_bootstrap, reciprocal_rank, recall_at, user_metrics
 
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 OURS = "pipeline"
 LINEAR = "pipeline-linear"
 RECENT = "most-recent-contact"
+NODE2VEC = "node2vec"
 COLD_MAX_CONTACTS = 2
 
 
@@ -49,6 +53,10 @@ class EvalConfig:
     max_users: int | None = None
     baselines: tuple[str, ...] = tuple(BASELINES)
     ranker: RankerTrainingConfig = field(default_factory=RankerTrainingConfig)
+    # Also rank by node2vec (pecanpy) neighbours: the venv holding pecanpy,
+    # None = off. A venv without it is skipped with a note (see run()).
+    node2vec_venv: Path | None = None
+    node2vec_config: node2vec.Node2VecConfig = field(default_factory=node2vec.Node2VecConfig)
 
 
 @dataclass
@@ -128,6 +136,20 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
     pipeline = Pipeline.of(store, search, contacts, built.model)
     linear = Pipeline(store, search, LinearRanker(), contacts=contacts)
     ctx = BaselineContext.of(store, contacts, search)
+    extra: dict[str, BaselineContext] = {}
+    script = node2vec.executable(config.node2vec_venv) if config.node2vec_venv is not None else None
+    if script is not None:
+        # The same store as ours, as of the cut: only the vectors differ.
+        try:
+            with tempfile.TemporaryDirectory(prefix="node2vec-") as tmp:
+                trained = node2vec.node2vec_vectors(store, cut, Path(tmp), script=script,
+                                                    config=config.node2vec_config)
+            timings["node2vec.train"] = trained.seconds
+            extra[NODE2VEC] = dataclasses.replace(
+                ctx, search=VectorSearch(trained.vectors, build_index(trained.vectors)))
+        except node2vec.Node2VecError as err:
+            if progress:
+                progress(f"  {dataset.name} @{quantile:.0%}: node2vec skipped: {err}")
     n = max(store.n_rows, 1)
 
     found = new_contacts(table, store, cut)
@@ -137,7 +159,7 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
     if config.max_users is not None and users.shape[0] > config.max_users:
         users = np.sort(np.random.default_rng(config.seed).choice(users, config.max_users, replace=False))
 
-    methods = [OURS, LINEAR, *config.baselines]
+    methods = [OURS, LINEAR, *config.baselines, *extra]
     metrics = {m: np.zeros((users.shape[0], len(METRICS))) for m in methods}
     replied_scores: dict[str, list[float]] = {m: [] for m in methods}
     method_time = dict.fromkeys(methods, 0.0)
@@ -151,6 +173,8 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
             if m in (OURS, LINEAR):
                 ranked_ids = (pipeline if m == OURS else linear).suggest(uid, Surface.NEW_CONTACTS, cut).user_ids
                 ranked = store.ids.rows(ranked_ids[: config.depth]).astype(np.int64)
+            elif m in extra:
+                ranked = embedding_only(extra[m], u, config.depth)
             else:
                 ranked = BASELINES[m](ctx, u, config.depth)
             method_time[m] += time.perf_counter() - t0
@@ -235,6 +259,13 @@ def format_cut(r: CutResult, config: EvalConfig) -> str:
     lines.append(f"   cold start (<= {COLD_MAX_CONTACTS} contacts, {int(cold.sum())} users) Recall@20 / MRR: " + ", ".join(
         f"{m} {_fmt(float(v[cold, 1].mean()) if cold.any() else 0.0)}/{_fmt(float(v[cold, 2].mean()) if cold.any() else 0.0)}"
         for m, v in r.metrics.items()))
+    if NODE2VEC in r.metrics and "embedding" in r.metrics:
+        ours_emb, n2v = r.metrics["embedding"], r.metrics[NODE2VEC]
+        ci = paired_bootstrap(ours_emb[:, 1], n2v[:, 1], config.n_boot, config.seed)
+        lines.append(f"   embedding vs {NODE2VEC} Recall@20 {_fmt(float(ours_emb[:, 1].mean()))} / "
+                     f"{_fmt(float(n2v[:, 1].mean()))} (Δ {ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]), MRR "
+                     f"{_fmt(float(ours_emb[:, 2].mean()))} / {_fmt(float(n2v[:, 2].mean()))}; training s "
+                     f"{r.timings.get('build.embed', 0.0):.2f} / {r.timings.get('node2vec.train', 0.0):.1f}")
     s_ours, s_recent = r.share[OURS], r.share[RECENT]
     if s_ours.shape[0]:
         ci = paired_bootstrap(s_recent, s_ours, config.n_boot, config.seed)
@@ -265,6 +296,12 @@ def _target_line(r: CutResult, config: EvalConfig) -> str:
 def run(data_dir: Path, datasets: list[str], config: EvalConfig,
         out: Callable[[str], None] = print) -> list[CutResult]:
     results = []
+    if config.node2vec_venv is not None:
+        if node2vec.executable(config.node2vec_venv) is None:
+            out(f"-- node2vec: no pecanpy in {config.node2vec_venv} (make node2vec-venv installs it); skipped")
+            config = dataclasses.replace(config, node2vec_venv=None)
+        else:
+            out(f"-- node2vec: {config.node2vec_config.describe()}, on the graph our embedding factorises")
     for name in datasets:
         dataset = load(name, data_dir)
         for q in config.cuts:
