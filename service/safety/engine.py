@@ -133,9 +133,9 @@ class _RegionTable:
             # some stored value: match it the way Policy.region does.
             wanted = dict(stray)
             for value in range(1 << 16):
-                i = wanted.get(decode_region(value))
-                if i is not None:
-                    self.index[value] = i
+                position = wanted.get(decode_region(value))
+                if position is not None:
+                    self.index[value] = position
 
     def of(self, code: int) -> int:
         return int(self.index[code])
@@ -865,15 +865,16 @@ class SafetyEngine:
                 if rule.narrows and i:
                     # Only the first reason of a removal is reported, so a
                     # heavy rule may skip the candidates removed already.
-                    ctx.alive = ~sub[:i].any(axis=0)
-                    if not ctx.alive.any():
+                    alive = np.asarray(~sub[:i].any(axis=0))
+                    if not alive.any():
                         break
+                    ctx.alive = alive
                 sub[i] = rule.reject(ctx)
             if known is not None:
                 matrix[:, known] = sub
         if known is not None:
             matrix[next(i for i, r in enumerate(rules) if r.reason == FilterReason.MISSING_PROFILE), ~known] = True
-        rejected = matrix.any(axis=0)
+        rejected = np.asarray(matrix.any(axis=0))
         first = np.where(rejected, matrix.argmax(axis=0), -1)
         first_reason: list[FilterReason | None] = [rules[i].reason if i >= 0 else None for i in first.tolist()]
         removed: dict[FilterReason, int] = {}
@@ -934,7 +935,7 @@ class SafetyEngine:
         """The send decisions for many recipient rows (-1: unknown),
         vectorised rules."""
         matrix = self._matrix(viewer, rows, SEND_RULES)
-        denied = matrix.any(axis=0)
+        denied = np.asarray(matrix.any(axis=0))
         established = np.zeros(rows.shape[0], bool)
         ok = np.flatnonzero(~denied)
         if ok.shape[0]:

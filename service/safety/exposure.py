@@ -31,7 +31,7 @@ def _pair(viewer: int, candidate: int) -> int:
     return viewer * _PAIR + candidate + _ID_OFFSET
 
 
-def _times(packed: bytes) -> memoryview:
+def _times(packed: bytes) -> "memoryview[float]":
     """The float64 times of one pair, oldest first."""
     return memoryview(packed).cast("d")
 
