@@ -7,8 +7,9 @@ PROTO_STAMP := proto/contactgraph/v1/.generated
 DESCRIPTOR := proto/contactgraph_v1.binpb
 DEMO_DIR := .data/demo
 DATA ?= ../shared/data
+NODE2VEC_VENV := .venv-node2vec
 
-.PHONY: install proto run test bench eval descriptor clean
+.PHONY: install proto run test bench eval node2vec-venv descriptor clean
 
 install: $(BIN)/.installed $(PROTO_STAMP)
 
@@ -45,11 +46,18 @@ bench: install
 	$(BIN)/python -m tests.bench.durability_bench
 	$(BIN)/python -m tests.bench.serving_bench
 	$(BIN)/python -m tests.bench.retrieval_bench
+	$(BIN)/python -m tests.bench.embedding_bench --venv $(NODE2VEC_VENV)
 	$(BIN)/python -m tests.bench.rebuild_bench
 
-# Offline evaluation on the temporal data sets in $(DATA) (not part of test).
+# Offline evaluation on the temporal data sets in $(DATA) (not part of test),
+# node2vec included when its venv can be made (else the eval notes the skip).
 eval: install
-	$(BIN)/contactgraph eval --data $(DATA)
+	-$(MAKE) node2vec-venv
+	$(BIN)/contactgraph eval --data $(DATA) --node2vec $(NODE2VEC_VENV)
+
+# pecanpy (node2vec baseline) in a venv of its own: its gensim needs numpy < 2.
+node2vec-venv: install
+	$(BIN)/python -m service.eval.node2vec install --venv $(NODE2VEC_VENV) --python $(PYTHON)
 
 clean:
 	rm -rf $(VENV) .data proto/contactgraph/v1/*_pb2*.py* $(PROTO_STAMP)
