@@ -363,18 +363,9 @@ def _edge_chunk(
     actor, odd_actor = _int_column(table.column(layout.actor), typed)
     target, odd_target = _int_column(table.column(layout.target), typed)
     name_index = _name_index(table.column(layout.event))
-    kind, detail = _KIND_OF[name_index], _DETAIL_OF[name_index]
-    if layout.event_id is not None:
-        ids = table.column(layout.event_id)
-        event_id = ids.to_numpy(zero_copy_only=False)
-        id_length = pc.utf8_length(ids).to_numpy(zero_copy_only=False)
-    else:
-        event_id = np.full(n, "", object)
-        id_length = np.zeros(n, np.int32)
-    odd = odd_time | odd_actor | odd_target | (name_index < 0) | (np.abs(time_ms) > _EXACT_MS)
-    when, late_or_early = event_times(time_ms / 1000.0, now, max_future_s)
-    flagged = np.flatnonzero(odd | late_or_early | invalid_events(kind, actor, target, detail, id_length))
-    rows = _Chunk(when, kind, actor, target, detail, event_id, np.ones(n, np.bool_))
+    ids = table.column(layout.event_id) if layout.event_id is not None else None
+    rows, flagged = _checked_rows(time_ms, actor, target, name_index, ids, odd_time | odd_actor | odd_target,
+                                  now, max_future_s)
     if len(flagged):
         if lines is None:
             lines = _Lines.of(chunk)
@@ -556,27 +547,16 @@ def _parquet_batch(
     batch: pa.RecordBatch, offset: int, header: list[str], layout: _EdgeLayout, label: str, now: float,
     max_future_s: float,
 ) -> tuple[_Chunk, _Rejects]:
-    n = batch.num_rows
     time_ms, odd_time = _parquet_ints(batch.column(layout.time))
     actor, odd_actor = _parquet_ints(batch.column(layout.actor))
     target, odd_target = _parquet_ints(batch.column(layout.target))
-    names = batch.column(layout.event)
-    name_index = _name_index(pa.chunked_array([names]))
-    kind, detail = _KIND_OF[name_index], _DETAIL_OF[name_index]
-    if layout.event_id is not None:
-        ids = batch.column(layout.event_id).cast(pa.string()).fill_null("")
-        event_id = ids.to_numpy(zero_copy_only=False)
-        id_length = pc.utf8_length(ids).to_numpy(zero_copy_only=False)
-    else:
-        event_id = np.full(n, "", object)
-        id_length = np.zeros(n, np.int32)
-    odd = odd_time | odd_actor | odd_target | (name_index < 0) | (np.abs(time_ms) > _EXACT_MS)
-    when, late_or_early = event_times(time_ms / 1000.0, now, max_future_s)
-    flagged = np.flatnonzero(odd | late_or_early | invalid_events(kind, actor, target, detail, id_length))
-    rows = _Chunk(when, kind, actor, target, detail, event_id, np.ones(n, np.bool_))
+    name_index = _name_index(pa.chunked_array([batch.column(layout.event)]))
+    ids = batch.column(layout.event_id).cast(pa.string()).fill_null("") if layout.event_id is not None else None
+    rows, flagged = _checked_rows(time_ms, actor, target, name_index, ids, odd_time | odd_actor | odd_target,
+                                  now, max_future_s)
     rejects = _Rejects()
+    columns = [batch.column(j) for j in range(len(header))]
     for i in flagged.tolist():
-        columns = [batch.column(j) for j in range(len(header))]
         cells = [_parquet_cell(column, i) for column in columns]
         null = [c for c, column in zip(header, columns) if c != "event_id" and not column[i].is_valid]
         try:
@@ -589,6 +569,27 @@ def _parquet_batch(
             continue
         rows.set_row(i, row)
     return rows, rejects
+
+
+def _checked_rows(time_ms: np.ndarray, actor: np.ndarray, target: np.ndarray, name_index: np.ndarray,
+                  ids: pa.Array | pa.ChunkedArray | None, odd_cells: np.ndarray, now: float,
+                  max_future_s: float) -> tuple["_Chunk", np.ndarray]:
+    """Typed edge columns as a chunk of rows, and the indices of the rows
+    the array rules flag (odd cells, unknown names, times beyond exact
+    float range, out of the time window, invalid events): those go through
+    the row reader's own checks."""
+    n = time_ms.shape[0]
+    kind, detail = _KIND_OF[name_index], _DETAIL_OF[name_index]
+    if ids is not None:
+        event_id = ids.to_numpy(zero_copy_only=False)
+        id_length = pc.utf8_length(ids).to_numpy(zero_copy_only=False)
+    else:
+        event_id = np.full(n, "", object)
+        id_length = np.zeros(n, np.int32)
+    odd = odd_cells | (name_index < 0) | (np.abs(time_ms) > _EXACT_MS)
+    when, late_or_early = event_times(time_ms / 1000.0, now, max_future_s)
+    flagged = np.flatnonzero(odd | late_or_early | invalid_events(kind, actor, target, detail, id_length))
+    return _Chunk(when, kind, actor, target, detail, event_id, np.ones(n, np.bool_)), flagged
 
 
 def _parquet_cell(column: pa.Array, i: int) -> str:
