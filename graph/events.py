@@ -59,13 +59,20 @@ def check_user_id(value: int, field: str) -> None:
         raise InvalidEvent(f"{field} must be a positive int64 user id, got {value}", field=field)
 
 
-def _enum(enum_type: type, value: int, field: str, *, allow_unset: bool = False) -> int:
+# Codes of each enum checked here: a set lookup instead of building the
+# enum (a third of a microsecond per event on the ApplyEvents path).
+_KNOWN_CODES: dict[type, frozenset[int]] = {}
+
+
+def _enum(enum_type: type[IntEnum], value: int, field: str, *, allow_unset: bool = False) -> int:
     if value == 0 and not allow_unset:
         raise InvalidEvent(f"{field} must be set", field=field)
-    try:
-        return int(enum_type(value))
-    except ValueError:
-        raise InvalidEvent(f"{field} has unknown value {value}", field=field) from None
+    known = _KNOWN_CODES.get(enum_type)
+    if known is None:
+        known = _KNOWN_CODES[enum_type] = frozenset(int(v) for v in enum_type)
+    if value not in known:
+        raise InvalidEvent(f"{field} has unknown value {value}", field=field)
+    return int(value)
 
 
 def event_time(stamp_seconds: float | None, now: float, max_future_s: float) -> float:
@@ -127,13 +134,17 @@ def validate(event: Event) -> None:
     """Raise InvalidEvent if the event's ids or codes are not acceptable."""
     if len(event.event_id) > MAX_EVENT_ID_LEN:
         raise InvalidEvent(f"event_id is longer than {MAX_EVENT_ID_LEN} characters", field="event_id")
-    name = _KIND_FIELD[event.kind]
+    actor, target = event.actor, event.target
+    # Field names are formatted only for an error: on the ApplyEvents path
+    # the f-strings cost more than the checks.
     if event.kind in (EventKind.PROFILE, EventKind.ERASE_USER):
-        check_user_id(event.actor, f"{name}.user_id")
+        if not 0 < actor <= MAX_USER_ID:
+            check_user_id(actor, f"{_KIND_FIELD[event.kind]}.user_id")
         return
-    check_user_id(event.actor, f"{name}.actor_id")
-    check_user_id(event.target, f"{name}.target_id")
-    if event.actor == event.target:
+    if not (0 < actor <= MAX_USER_ID and 0 < target <= MAX_USER_ID and actor != target):
+        name = _KIND_FIELD[event.kind]
+        check_user_id(actor, f"{name}.actor_id")
+        check_user_id(target, f"{name}.target_id")
         raise InvalidEvent(f"{name}.target_id equals actor_id", field=f"{name}.target_id")
     if event.kind == EventKind.INTERACTION:
         _enum(InteractionType, event.detail, "interaction.type")
@@ -172,18 +183,21 @@ def event_from_proto(msg: pb.GraphEvent, now: float, max_future_s: float = DEFAU
     which = msg.WhichOneof("kind")
     if which is None:
         raise InvalidEvent("event has no kind (follow, block, interaction, ...)", field="kind")
-    stamp = msg.event_time.seconds + msg.event_time.nanos / 1e9 if msg.HasField("event_time") else None
+    stamp = None
+    if msg.HasField("event_time"):
+        sent = msg.event_time
+        stamp = sent.seconds + sent.nanos / 1e9
     when = event_time(stamp, now, max_future_s)
     body = getattr(msg, which)
     event: Event
-    if which in EDGE_KINDS:
+    if which == "interaction":  # the commonest kind first
+        event = Event(msg.event_id, when, EventKind.INTERACTION, body.actor_id, body.target_id, body.type)
+    elif which in EDGE_KINDS:
         event = Event(msg.event_id, when, EDGE_KINDS[which], body.actor_id, body.target_id)
     elif which == "report":
         event = Event(msg.event_id, when, EventKind.REPORT, body.actor_id, body.target_id, body.category)
     elif which == "dismiss":
         event = Event(msg.event_id, when, EventKind.DISMISS, body.actor_id, body.target_id, body.surface)
-    elif which == "interaction":
-        event = Event(msg.event_id, when, EventKind.INTERACTION, body.actor_id, body.target_id, body.type)
     elif which == "profile":
         profile = profile_from_proto(body)
         event = Event(msg.event_id, when, EventKind.PROFILE, profile.user_id, profile=profile)

@@ -167,22 +167,31 @@ class GraphStore:
         """Apply one validated event; False if its id was applied before."""
         return self.apply_batch([event]).applied == 1
 
-    def apply_batch(self, events: list[Event]) -> BatchResult:
+    def apply_batch(self, events: list[Event], *, deduplicated: bool = False) -> BatchResult:
         """Apply validated events in order, atomically with respect to other
-        writers and compaction."""
+        writers and compaction. ``deduplicated``: the caller already left
+        out every event whose id was applied before or repeats in the batch
+        (the journal does, under a lock that keeps it true), so the ids are
+        only recorded, not looked up again."""
         applied = duplicates = 0
         with self.lock:
-            fresh: list[Event] = []
-            batch_ids: set[str] = set()
-            seen = self._seen_ids.seen_among([event.event_id for event in events])
-            for event, was_seen in zip(events, seen):
-                eid = event.event_id
-                if eid and (was_seen or eid in batch_ids):
-                    duplicates += 1
-                    continue
-                if eid:
-                    batch_ids.add(eid)
-                fresh.append(event)
+            fresh: list[Event]
+            batch_ids: set[str]
+            if deduplicated:
+                fresh = events
+                batch_ids = {event.event_id for event in events}
+                batch_ids.discard("")
+            else:
+                fresh, batch_ids = [], set()
+                seen = self._seen_ids.seen_among([event.event_id for event in events])
+                for event, was_seen in zip(events, seen):
+                    eid = event.event_id
+                    if eid and (was_seen or eid in batch_ids):
+                        duplicates += 1
+                        continue
+                    if eid:
+                        batch_ids.add(eid)
+                    fresh.append(event)
             if not fresh:
                 return BatchResult(0, duplicates, self.watermark)
             a_rows, b_rows = self._rows_for(fresh)
@@ -220,9 +229,14 @@ class GraphStore:
         live = (a_rows >= 0) & (b_rows >= 0)
         idx = np.flatnonzero(((kinds == EventKind.FOLLOW) | (kinds == EventKind.UNFOLLOW)) & live)
         if idx.shape[0]:
-            a, b = a_rows[idx], b_rows[idx]
-            found = zip(self.follows.base_contains(a, b).tolist(), self.follows.base_contains(b, a).tolist(),
-                        self.friends.base_contains(a, b).tolist(), self.friends.base_contains(b, a).tolist())
+            # Both directions in one search per set: a vectorised search
+            # costs about the same for 25 pairs as for 50.
+            m = idx.shape[0]
+            there = np.concatenate([a_rows[idx], b_rows[idx]])
+            back = np.concatenate([b_rows[idx], a_rows[idx]])
+            follows = self.follows.base_contains(there, back).tolist()
+            friends = self.friends.base_contains(there, back).tolist()
+            found = zip(follows[:m], follows[m:], friends[:m], friends[m:])
             for i, hint in zip(idx.tolist(), found):
                 hints[i] = hint
         idx = np.flatnonzero((kinds == EventKind.INTERACTION) & live)

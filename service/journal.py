@@ -106,20 +106,25 @@ class Journal:
             fresh = list(events) if duplicates == 0 else [events[i] for i in picked]
             server_time = store.clock.now() if now is None else now
             may_redact = bool(store.ledger) or any(e.kind == EventKind.ERASE_USER for e in fresh)
-            logged: list[graph_events_pb2.GraphEvent] = []
+            logged: Sequence[graph_events_pb2.GraphEvent] = ()
             if messages is not None:
-                logged = [messages[i] for i in picked]
+                # Indexing a protobuf repeated field builds a wrapper per
+                # event: the log copies the whole field when it can.
+                logged = messages if duplicates == 0 and not may_redact else [messages[i] for i in picked]
             elif self._wal is not None or may_redact:
                 # The events' own times are already final: never clamp them.
                 server_time = max(server_time, max(e.time for e in fresh))
                 logged = [event_to_proto(e) for e in fresh]
-            erases = may_redact and _redact_erased(store, fresh, logged, server_time)
+            erases = False
+            if may_redact:
+                logged = list(logged)
+                erases = _redact_erased(store, fresh, logged, server_time)
             if self._wal is not None:
                 record = wal_record_pb2.WalRecord(first_sequence=store.watermark + 1, server_time=server_time)
                 record.events.extend(logged)
                 ticket = self._wal.append(record)
             try:
-                result = store.apply_batch(fresh)
+                result = store.apply_batch(fresh, deduplicated=True)
             except BaseException as err:
                 self._fail(err)
                 raise

@@ -80,10 +80,15 @@ class ServingState:
         them from taking candidate slots)."""
         search, store = self.pipeline.search, self.store
         known = search.vectors.shape[0]
-        edges = [e for e in events if e.kind in (EventKind.FOLLOW, EventKind.INTERACTION)]
-        ends = np.fromiter((ext for e in edges for ext in (e.actor, e.target)), np.int64, 2 * len(edges))
-        rows = store.rows_of(ends) if ends.shape[0] else np.zeros(0, np.int64)
-        new_rows = set(rows[rows >= known].tolist())
+        new_rows: set[int] = set()
+        # Rows past the vectors exist only once a user newer than the
+        # snapshot arrived: until then the batch's ends need no lookup
+        # (which was a tenth of ApplyEvents' CPU).
+        if store.n_rows > known:
+            edges = [e for e in events if e.kind in (EventKind.FOLLOW, EventKind.INTERACTION)]
+            ends = np.fromiter((ext for e in edges for ext in (e.actor, e.target)), np.int64, 2 * len(edges))
+            rows = store.rows_of(ends) if ends.shape[0] else np.zeros(0, np.int64)
+            new_rows = set(rows[rows >= known].tolist())
         for e in events:
             if e.kind == EventKind.ERASE_USER or (
                     e.kind == EventKind.PROFILE and e.profile is not None
