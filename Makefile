@@ -60,4 +60,4 @@ node2vec-venv: install
 	$(BIN)/python -m service.eval.node2vec install --venv $(NODE2VEC_VENV) --python $(PYTHON)
 
 clean:
-	rm -rf $(VENV) .data proto/contactgraph/v1/*_pb2*.py* $(PROTO_STAMP)
+	rm -rf $(VENV) $(NODE2VEC_VENV) .data proto/contactgraph/v1/*_pb2*.py* $(PROTO_STAMP)
