@@ -418,7 +418,7 @@ def _cmd_load(args: argparse.Namespace, endpoint: "object") -> int:
             duration_s=args.duration if args.duration is not None else (10.0 if args.requests is None else None),
             requests=args.requests, qps=args.qps, warmup_s=args.warmup, timeout_s=args.timeout,
             page_size=args.page_size, recipients=args.recipients, request_id=endpoint.request_id,
-            tls=endpoint.tls, seed=args.seed)
+            tls=endpoint.tls, seed=args.seed, channels=args.channels)
         interactive = sys.stderr.isatty() or not args.json
         result = run_load(spec, progress_to=sys.stderr if interactive and not args.quiet else None)
     except LoadError as err:
@@ -615,6 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     bound.add_argument("--duration", type=float, metavar="SECONDS")
     bound.add_argument("--requests", type=int, metavar="N")
     q.add_argument("--concurrency", type=int, default=8, help="calls in flight at once")
+    q.add_argument("--channels", type=int, default=1,
+                   help="connections the calls are spread over (processes sharing a port balance by connection)")
     q.add_argument("--qps", type=float, help="target rate; default: as fast as answers come back")
     q.add_argument("--warmup", type=float, default=0.0, metavar="SECONDS", help="not counted")
     ids = q.add_mutually_exclusive_group(required=True)

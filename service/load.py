@@ -57,12 +57,17 @@ class LoadSpec:
     tls: ClientTls | None = None
     seed: int = 1
     path: str | None = None  # a method path overriding ``method`` (bench: echo servers)
+    # Connections to spread the calls over: the kernel balances processes
+    # that share a port (SO_REUSEPORT) by connection, not by call.
+    channels: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise LoadError(f"unknown method {self.method!r}; one of {', '.join(METHODS)}")
         if self.concurrency < 1:
             raise LoadError("concurrency must be at least 1")
+        if not 1 <= self.channels <= self.concurrency:
+            raise LoadError("channels must be between 1 and the concurrency")
         if self.duration_s is None and self.requests is None:
             raise LoadError("give a duration or a number of requests: the load is bounded")
         if self.duration_s is not None and not self.duration_s > 0:
@@ -206,14 +211,23 @@ async def _connect(channel: grpc.aio.Channel, timeout_s: float) -> bool:
 async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
     requests = build_requests(spec)
     options = [("grpc.max_receive_message_length", 16 << 20)]
-    if spec.tls is not None:
-        channel = grpc.aio.secure_channel(spec.target, spec.tls.credentials(), options=options + spec.tls.options())
-    else:
-        channel = grpc.aio.insecure_channel(spec.target, options=options)
-    if not await _connect(channel, 10.0):
-        await channel.close()
-        raise LoadError(f"cannot reach {spec.target}: is the server running?")
-    call = channel.unary_unary(spec.path or METHODS[spec.method])
+    if spec.channels > 1:
+        # Channels to one target share a connection unless each has its own
+        # subchannel pool.
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    channels = []
+    for _ in range(spec.channels):
+        if spec.tls is not None:
+            channels.append(grpc.aio.secure_channel(spec.target, spec.tls.credentials(),
+                                                    options=options + spec.tls.options()))
+        else:
+            channels.append(grpc.aio.insecure_channel(spec.target, options=options))
+    for channel in channels:
+        if not await _connect(channel, 10.0):
+            for c in channels:
+                await c.close()
+            raise LoadError(f"cannot reach {spec.target}: is the server running?")
+    calls = [channel.unary_unary(spec.path or METHODS[spec.method]) for channel in channels]
     latencies: list[float] = []
     lags: list[float] = []
     codes: Counter[str] = Counter()
@@ -229,7 +243,7 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
     interval = 1.0 / spec.qps if spec.qps else 0.0
     prefix = spec.request_id
 
-    async def worker() -> None:
+    async def worker(call: Any) -> None:
         nonlocal issued, measured, counted
         while True:
             i = issued
@@ -281,10 +295,11 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
 
     report = asyncio.ensure_future(reporter())
     try:
-        await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+        await asyncio.gather(*(worker(calls[k % len(calls)]) for k in range(spec.concurrency)))
     finally:
         report.cancel()
-        await channel.close()
+        for channel in channels:
+            await channel.close()
     elapsed = max(min(loop_time(), stop_at) - measure_from, 1e-9)
     ms = np.array(latencies) * 1000.0
     total = sum(codes.values())

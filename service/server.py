@@ -69,6 +69,11 @@ class PortInUse(RuntimeError):
 class Server:
     """A running server: the grpc server, its port and its health."""
 
+    # grpc turns SO_REUSEPORT on by default, letting a second server
+    # silently share the port; a busy port must fail. (The serving bench
+    # measures read-only replicas that share one on purpose.)
+    SHARES_PORT = False
+
     def __init__(self, config: ServerConfig, state: ServingState, journal: Journal | None = None) -> None:
         self.config = config
         self.state = state
@@ -93,9 +98,7 @@ class Server:
             interceptors=[self.interceptor],
             maximum_concurrent_rpcs=self.lanes.max_concurrent_rpcs(),
             options=[
-                # grpc turns SO_REUSEPORT on by default, letting a second
-                # server silently share the port; a busy port must fail.
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(self.SHARES_PORT)),
                 ("grpc.max_receive_message_length", config.max_request_bytes),
             ],
         )

@@ -449,6 +449,37 @@ class TestLoadTool:
         assert out["requests"] == 40
         assert set(out["errors"]) == {"INVALID_ARGUMENT"}
 
+    def test_channels_are_separate_connections(self) -> None:
+        """``--channels N`` spreads the calls over N connections (processes
+        sharing a port are balanced by connection), and is bounded."""
+        from concurrent import futures
+
+        import numpy as np
+
+        from service.load import LoadError, LoadSpec, run_load
+
+        peers: list[str] = []
+
+        def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+            peers.append(context.peer())
+            return b""
+
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "probe.Peers", {"Call": grpc.unary_unary_rpc_method_handler(answer)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            users = np.array([1, 2, 3], np.int64)
+            result = run_load(LoadSpec(target=f"127.0.0.1:{port}", users=users, requests=60, concurrency=6,
+                                       duration_s=None, channels=3, path="/probe.Peers/Call"))
+            assert result.ok == 60
+            assert len(set(peers)) == 3
+        finally:
+            server.stop(None)
+        with pytest.raises(LoadError, match="channels"):
+            LoadSpec(target="127.0.0.1:1", users=users, concurrency=2, channels=3)
+
     def test_unreachable_target_is_a_clear_error(self, capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
         """Nobody listening: exit code 1 and a message naming the target."""
         from service.cli import main

@@ -18,8 +18,10 @@ Measured:
 - CheckMessaging: p99 at 70% of its max (target < 2 ms);
   BatchCheckMessaging with 50 recipients: p99 at 70% of its max (< 5 ms);
 - concurrency designs for SuggestContacts: the threaded server with 2
-  workers (the default) and with 8, and the servicers inline on grpc.aio's
-  event loop;
+  workers (the default) and with 8, the servicers inline on grpc.aio's
+  event loop, and two read-only processes of the threaded server sharing
+  the port (SO_REUSEPORT; the load spread over 8 connections), the
+  ceiling of a one-writer-many-followers design;
 - CheckMessaging at 200 QPS while a 64-deep SuggestContacts flood runs;
 - what the serving interceptor costs per call (echo with and without it);
 - in process, before any server starts: CPU per call of each servicer
@@ -94,10 +96,14 @@ class Proc:
     popen: subprocess.Popen[str]
     target: str
     log: Path
+    also: list[int] = field(default_factory=list)  # more processes serving the same port
 
     @property
     def pid(self) -> int:
         return self.popen.pid
+
+    def cpu_s(self) -> float:
+        return sum(_cpu_s(pid) for pid in (self.pid, *self.also))
 
 
 @contextmanager
@@ -158,16 +164,18 @@ class Bench:
                 "--snapshot", str(self.snapshot), "--duration", str(duration or self.duration),
                 "--concurrency", str(concurrency or self.concurrency), "--json", "--quiet", "--timeout", "2",
                 "--seed", str(len(self.runs) + 1)]
+        if server.also:  # several processes on one port: they share out connections
+            argv += ["--channels", str(4 * (1 + len(server.also)))]
         if qps:
             argv += ["--qps", f"{qps:.0f}"]
-        cpu0, busy0, kids0 = _cpu_s(server.pid), _machine_busy_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu0, busy0, kids0 = server.cpu_s(), _machine_busy_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
         wall0 = time.monotonic()
         done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         wall = time.monotonic() - wall0
         if done.returncode != 0 and not done.stdout.strip().startswith("{"):
             raise RuntimeError(f"load generator failed: {done.stderr.strip()}")
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        server_cpu = _cpu_s(server.pid) - cpu0
+        server_cpu = server.cpu_s() - cpu0
         client_cpu = (kids.ru_utime - kids0.ru_utime) + (kids.ru_stime - kids0.ru_stime)
         other = max(_machine_busy_s() - busy0 - server_cpu - client_cpu, 0.0) / wall
         result = json.loads(done.stdout)
@@ -353,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     # between them, so that whatever else the machine does falls on all
     # designs alike.
     PROD = "threaded, 2 workers (default)"
+    REPLICAS = "2 read-only processes, one port"
     with ExitStack() as stack:
         def start(name: str, argv_of: Any, ready: str) -> Proc:
             port = _free_port()
@@ -369,6 +378,14 @@ def main(argv: list[str] | None = None) -> int:
             services["grpc.aio, inline on the loop"] = start(
                 "service-aio-inline", lambda port: [PY, "-m", "tests.bench.serving_servers", "aio-service",
                                                     "--port", str(port), "--snapshot", str(snapshot)], "ready on")
+            # Two read-only processes on one port: the ceiling of a design
+            # with one writer and followers (not built; see the README).
+            shared = _free_port()
+            replicas = [stack.enter_context(_server(
+                f"service-replica-{i}", [PY, "-m", "tests.bench.serving_servers", "replica", "--port", str(shared),
+                                         "--snapshot", str(snapshot)], shared, logs, "ready on")) for i in range(2)]
+            services[REPLICAS] = Proc("service-replicas-2", replicas[0].popen, replicas[0].target,
+                                      replicas[0].log, also=[r.pid for r in replicas[1:]])
         echoes = {mode: start(f"echo-{mode}", lambda port, mode=mode: echo_argv(mode, port), "ready on")
                   for mode in ("sync", "aio", "sync+interceptor")}
         prod = services[PROD]
@@ -409,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
             for code, n in json.loads(out)["errors"].items():
                 flood_errors[code] = flood_errors.get(code, 0) + n
         memory = _memory(prod.pid)
+        if REPLICAS in services:
+            replica_rss = sum(_memory(pid).get("VmRSS", 0) for pid in (services[REPLICAS].pid,
+                                                                        *services[REPLICAS].also))
+            results["replicas_rss"] = replica_rss
 
     designs = {name: {"max_qps": _median(top[name], "qps"), "p50_at_70_ms": _median(at70[name], "p50"),
                       "p99_at_70_ms": _median(at70[name], "p99"),
@@ -464,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         print("in process (no gRPC), CPU per call: " + ", ".join(
             f"{name} {us:,.0f} us" for name, us in in_process.items()))
     print(f"response sizes (bytes): {sizes}; memory: " +
-          ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in memory.items()))
+          ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in memory.items()) +
+          (f"; the two read-only processes: VmRSS {results['replicas_rss'] / GIB:.2f} GiB in all (the snapshot's "
+           "mapped pages counted in each)" if "replicas_rss" in results else ""))
     overhead = echo["sync+interceptor"]["server_cpu_us"] - echo["sync"]["server_cpu_us"]
     print(f"the serving interceptor (lanes, deadlines, request id, metrics) costs {overhead:.0f} us of server CPU "
           f"per call (echo {echo['sync']['server_cpu_us']:.0f} -> {echo['sync+interceptor']['server_cpu_us']:.0f})")

@@ -12,14 +12,20 @@ process:
   the request scope and latency metrics, but has no lanes: a slow call
   holds up every other one, and nothing is reserved for the send path.
 
+- ``replica``: the production server as one of several read-only
+  processes sharing a port (SO_REUSEPORT), for the multi-process design's
+  ceiling: see ``run_replica``.
+
 ``python -m tests.bench.serving_servers echo --port P --responses DIR``
 ``python -m tests.bench.serving_servers aio-service --port P --snapshot DIR``
+``python -m tests.bench.serving_servers replica --port P --snapshot DIR``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 import threading
@@ -222,6 +228,34 @@ def run_aio_service(port: int, snapshot: Path) -> None:
     asyncio.run(main())
 
 
+def run_replica(port: int, snapshot: Path) -> None:
+    """The production server (lanes, interceptor, metrics) as one of several
+    read-only replicas on one port (SO_REUSEPORT: the kernel spreads
+    connections over them). Each holds its own copy of the state, so this
+    bounds what a multi-process design could serve; one that keeps blocks
+    consistent would also have every replica follow the writer's log."""
+    from graph.clock import SystemClock
+
+    from service.config import ServerConfig
+    from service.server import Server, build_safety
+    from service.state import ServingState
+
+    class Replica(Server):
+        SHARES_PORT = True
+
+    config = ServerConfig(snapshot=snapshot, port=port)
+    clock = SystemClock()
+    state = ServingState.load(snapshot, config.graph, clock, safety=build_safety(config, clock))
+    server = Replica(config, state)
+    server.start()
+    gc.freeze()
+    _ready(server.port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="kind", required=True)
@@ -234,9 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("aio-service")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--snapshot", required=True, type=Path)
+    p = sub.add_parser("replica")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--snapshot", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.kind == "echo":
         run_echo(args.port, args.responses, args.mode, args.workers, args.interceptor)
+    elif args.kind == "replica":
+        run_replica(args.port, args.snapshot)
     else:
         run_aio_service(args.port, args.snapshot)
     return 0
