@@ -26,9 +26,11 @@ Every bad line raises ``EventLogError(path, line, reason)``: lines count from
 1, the header being line 1, and the reason names the column or field
 (Parquet: ``file:row N: reason``, rows counting from 1). Given a
 ``BadLines`` budget, readers skip up to its limit of bad lines instead,
-handing each to it. Edge CSVs are parsed column-wise (``graph.eventlog_arrow``)
-unless pyarrow could not number their lines exactly; the line-by-line reader
-here is the definition both follow.
+handing each to it. Edge CSVs (``graph.eventlog_arrow``) and JSON lines
+(``graph.eventlog_json``) are parsed column-wise with pyarrow: lines the
+array checks doubt go through the line-by-line reader here, and files
+pyarrow could not number exactly (CSV) or that are not UTF-8 or corrupt gzip
+(JSON lines) are read by it whole. That reader is the definition both follow.
 """
 
 from __future__ import annotations
@@ -311,7 +313,20 @@ def read_event_file(
         from .eventlog_arrow import read_parquet
 
         return read_parquet(path, label, now, max_future_s, bad_lines, progress)
-    if suffix not in JSON_SUFFIXES:
+    if suffix in JSON_SUFFIXES:
+        from .eventlog_json import read_json_lines
+
+        # Held: the column-wise reader may give the file up half way.
+        held = bad_lines.held()
+        try:
+            table = read_json_lines(path, label, now, max_future_s, held, progress)
+        except TooManyBadLines:
+            held.commit()
+            raise
+        if table is not None:
+            held.commit()
+            return table
+    else:
         # pyarrow costs a fraction of a second to import; only CSVs need it.
         from .eventlog_arrow import read_edge_csv
 
