@@ -313,32 +313,22 @@ def read_event_file(
         from .eventlog_arrow import read_parquet
 
         return read_parquet(path, label, now, max_future_s, bad_lines, progress)
+    # pyarrow costs a fraction of a second to import: only here.
     if suffix in JSON_SUFFIXES:
-        from .eventlog_json import read_json_lines
-
-        # Held: the column-wise reader may give the file up half way.
-        held = bad_lines.held()
-        try:
-            table = read_json_lines(path, label, now, max_future_s, held, progress)
-        except TooManyBadLines:
-            held.commit()
-            raise
-        if table is not None:
-            held.commit()
-            return table
+        from .eventlog_json import read_json_lines as read_columns
     else:
-        # pyarrow costs a fraction of a second to import; only CSVs need it.
-        from .eventlog_arrow import read_edge_csv
-
-        held = bad_lines.held()
-        try:
-            table = read_edge_csv(path, label, now, max_future_s, held, progress)
-        except TooManyBadLines:
-            held.commit()
-            raise
-        if table is not None:
-            held.commit()
-            return table
+        from .eventlog_arrow import read_edge_csv as read_columns
+    # Held: the column-wise reader may give the file up half way, and then
+    # the line reader reports every bad line from the start.
+    held = bad_lines.held()
+    try:
+        table = read_columns(path, label, now, max_future_s, held, progress)
+    except TooManyBadLines:
+        held.commit()
+        raise
+    if table is not None:
+        held.commit()
+        return table
     return _read_text_file(path, label, now, max_future_s, bad_lines, progress)
 
 
