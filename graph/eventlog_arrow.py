@@ -57,7 +57,7 @@ from .eventlog import (
 )
 from .events import event_times, invalid_events
 from .model import EventKind, Profile
-from .table import EventTable
+from .table import COLUMNS, EventTable
 
 __all__ = ["read_edge_csv", "read_parquet"]
 
@@ -96,37 +96,19 @@ class _Chunk:
     def set_row(self, i: int, row: tuple[float, int, int, int, int, str]) -> None:
         """Overwrite row ``i`` (columns pyarrow lent read-only are copied
         the first time)."""
-        for name, value in zip(_COLUMNS, row):
+        for name, value in zip(COLUMNS, row):
             column = getattr(self, name)
             if not column.flags.writeable:
                 column = column.copy()
                 setattr(self, name, column)
             column[i] = value
 
-    def kept(self) -> "_Chunk":
+    def kept(self) -> EventTable:
         """The rows not rejected."""
-        k = self.keep
-        if k.all():
-            return self
-        return _Chunk(self.time[k], self.kind[k], self.actor[k], self.target[k], self.detail[k], self.event_id[k],
-                      np.ones(int(k.sum()), np.bool_))
-
-
-_COLUMNS = ("time", "kind", "actor", "target", "detail", "event_id")
-
-
-def _concat(pieces: list[_Chunk]) -> EventTable:
-    """The pieces as one table, one column at a time so that at most one
-    column is held twice (``EventTable.concat`` holds every column twice)."""
-    if not pieces:
-        return EventTable.empty()
-    columns: dict[str, npt.NDArray[Any]] = {}
-    for name in _COLUMNS:
-        columns[name] = np.concatenate([getattr(p, name) for p in pieces])
-        for p in pieces:
-            setattr(p, name, None)
-    return EventTable(time=columns["time"], kind=columns["kind"], actor=columns["actor"], target=columns["target"],
-                      detail=columns["detail"], event_id=columns["event_id"])
+        columns = [getattr(self, name) for name in COLUMNS]
+        if not self.keep.all():
+            columns = [column[self.keep] for column in columns]
+        return EventTable(*columns)
 
 
 @dataclass
@@ -200,7 +182,7 @@ def read_edge_csv(
                 return None
             layout = _EdgeLayout.of(header)
             header_line = _csv_line(header)
-            pieces: list[_Chunk] = []
+            pieces: list[EventTable] = []
             line = 1  # the last line read
             for chunk in _line_chunks(stream, first[end + 1 :], chunk_bytes):
                 n_lines = _line_count(chunk)
@@ -216,7 +198,7 @@ def read_edge_csv(
     except (OSError, EOFError, pa.ArrowException):
         # A corrupt or truncated .gz: the line reader says on which line.
         return None
-    return _concat(pieces)
+    return EventTable.concat(pieces, consume=True)
 
 
 def _line_count(chunk: bytes) -> int:
@@ -480,7 +462,7 @@ def read_parquet(
         header_line = _csv_line(header)
         if kind == "edge":
             layout = _EdgeLayout.of(header)
-        pieces: list[_Chunk] = []
+        pieces: list[EventTable] = []
         profiles: dict[int, Profile] = {}
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=header):
             if kind == "edge":
@@ -496,7 +478,7 @@ def read_parquet(
         where = done + 1 if done else 0
         reason = " ".join(str(err).split())
         raise EventLogError(label, where, f"cannot read Parquet: {reason}", unit="row") from err
-    table = _concat(pieces)
+    table = EventTable.concat(pieces, consume=True)
     table.profiles = profiles
     return table
 

@@ -60,7 +60,7 @@ from .eventlog import BadLines, Progress, _Cursor, _read_json_lines
 from .eventlog_arrow import _open_bytes
 from .events import event_times, invalid_events, kind_field
 from .model import EventKind, Profile
-from .table import EventTable
+from .table import COLUMNS, EventTable
 
 __all__ = ["read_json_lines"]
 
@@ -290,7 +290,7 @@ class _Reader:
         self._lines: _Lines
 
     def table(self) -> EventTable:
-        return _concat(self.pieces)
+        return EventTable.concat(self.pieces, consume=True)
 
     def chunk(self, data: bytes) -> None:
         if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
@@ -468,19 +468,16 @@ class _Columns:
 
     def set_row(self, i: int, one: EventTable) -> None:
         """Row ``i`` as the line reader read it (the one row of ``one``)."""
-        for name in _COLUMNS:
+        for name in COLUMNS:
             getattr(self, name)[i] = getattr(one, name)[0]
 
     def table(self, keep: npt.NDArray[np.bool_], profiles: dict[int, Profile]) -> EventTable:
         """The rows kept, with the profiles of kept rows renumbered."""
-        out = EventTable(*(getattr(self, name)[keep] for name in _COLUMNS))
+        out = EventTable(*(getattr(self, name)[keep] for name in COLUMNS))
         if profiles:
             position = np.cumsum(keep) - 1
             out.profiles = {int(position[i]): p for i, p in profiles.items()}
         return out
-
-
-_COLUMNS = ("time", "kind", "actor", "target", "detail", "event_id")
 
 
 def _array(table: pa.Table, name: str) -> Any:
@@ -623,21 +620,3 @@ def _days_from_civil(year: npt.NDArray[np.int64], month: npt.NDArray[np.int64],
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
     days: npt.NDArray[np.int64] = era * 146_097 + day_of_era - 719_468
     return days
-
-
-def _concat(pieces: list[EventTable]) -> EventTable:
-    """The pieces as one table, one column at a time so that at most one
-    column is held twice; profiles keep their rows."""
-    if not pieces:
-        return EventTable.empty()
-    profiles: dict[int, Profile] = {}
-    offset = 0
-    for p in pieces:
-        profiles.update({offset + i: profile for i, profile in p.profiles.items()})
-        offset += len(p)
-    columns: dict[str, npt.NDArray[Any]] = {}
-    for name in _COLUMNS:
-        columns[name] = np.concatenate([getattr(p, name) for p in pieces])
-        for p in pieces:
-            setattr(p, name, None)
-    return EventTable(**columns, profiles=profiles)

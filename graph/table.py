@@ -14,6 +14,10 @@ from .event_ids import encode_each
 from .model import Event, EventKind, Profile
 
 
+# The event columns of an EventTable, in field order.
+COLUMNS = ("time", "kind", "actor", "target", "detail", "event_id")
+
+
 @dataclass
 class EventTable:
     """Events in log order; every array has length ``len(self)``.
@@ -64,23 +68,25 @@ class EventTable:
         return table
 
     @staticmethod
-    def concat(tables: list["EventTable"]) -> "EventTable":
-        """Tables one after another, in the order given."""
+    def concat(tables: list["EventTable"], *, consume: bool = False) -> "EventTable":
+        """Tables one after another, in the order given. ``consume``: each
+        table's column is dropped as soon as it is copied, so at most one
+        column is held twice (the readers' chunks; those tables are left
+        without columns)."""
         if not tables:
             return EventTable.empty()
-        out = EventTable(
-            time=np.concatenate([t.time for t in tables]),
-            kind=np.concatenate([t.kind for t in tables]),
-            actor=np.concatenate([t.actor for t in tables]),
-            target=np.concatenate([t.target for t in tables]),
-            detail=np.concatenate([t.detail for t in tables]),
-            event_id=np.concatenate([t.event_id for t in tables]),
-        )
+        profiles: dict[int, Profile] = {}
         offset = 0
         for t in tables:
-            out.profiles.update({offset + i: p for i, p in t.profiles.items()})
+            profiles.update({offset + i: p for i, p in t.profiles.items()})
             offset += len(t)
-        return out
+        columns: dict[str, np.ndarray] = {}
+        for name in COLUMNS:
+            columns[name] = np.concatenate([getattr(t, name) for t in tables])
+            if consume:
+                for t in tables:
+                    setattr(t, name, None)
+        return EventTable(**columns, profiles=profiles)
 
     def applied_rows(self) -> np.ndarray:
         """Indices (int64, ascending) of the rows to apply: every row

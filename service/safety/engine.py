@@ -718,11 +718,9 @@ class SafetyEngine:
         """Called after events are applied: counts a linked child's messages
         for the guardian overview and ends guardian links of a child whose
         profile now says adult."""
-        children = self.guardians.children_of_record()
         for e in events:
             if e.kind == EventKind.INTERACTION and e.detail == InteractionType.MESSAGE:
-                if e.actor in children:
-                    self.guardians.observe_message(e.actor, e.target, e.time)
+                self.guardians.observe_message(e.actor, e.target, e.time)
             elif e.kind == EventKind.PROFILE and e.profile is not None and (
                     e.profile.age_band is not None or e.profile.age_assurance is not None):
                 # A stronger assurance alone can make a weakly assured

@@ -34,7 +34,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
@@ -389,11 +389,6 @@ class GuardianRegistry:
     def audit_of(self, child: int) -> list[AuditRecord]:
         with self._lock:
             return [r for r in self._audit if r.child == child]
-
-    def children_of_record(self) -> Container[int]:
-        """Every child a guardian link was ever recorded for (a live view;
-        membership is a cheap first test before ``observe_message``)."""
-        return self._children.keys()
 
     def observe_message(self, sender: int, recipient: int, when: float) -> None:
         """Count a message a linked child sent (ignored for everyone else)."""
