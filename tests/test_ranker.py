@@ -12,9 +12,11 @@ from graph.ann import VectorSearch
 from graph.config import GraphConfig
 from graph.contacts import ContactConfig
 from graph.embedding import EmbeddingConfig
-from graph.model import Surface
+from graph.contacts import DAY
+from graph.model import EventKind, InteractionType, Surface
 from graph.ranking import ModelError, RankerTrainingConfig, RankingModel, fit, training_data, user_weights
 from graph.rebuild import Built, build
+from service.eval.data import edge_table
 from service.pipeline import Pipeline
 from service.pipeline.ranker import LearnedRanker, LinearRanker
 from tests.temporal_support import temporal_messages, with_events_after
@@ -131,6 +133,25 @@ class TestPipelineRanker:
         rows = built.store.ids.rows(ranked.user_ids).tolist()
         n_known = sum(r in known for r in rows)
         assert n_known > 0 and all(r in known for r in rows[:n_known])
+
+    def test_share_sheet_puts_the_newest_contact_first(self, built: Built) -> None:
+        """Someone messaged an hour ago comes before someone messaged fifty
+        times a month ago (a frequency-first order puts them the other way
+        round)."""
+        now = 100 * DAY
+        old_times = now - 30 * DAY + np.arange(50.0)
+        src = np.array([1] * 50 + [1, 4], np.int64)
+        dst = np.array([2] * 50 + [3, 1], np.int64)
+        times = np.concatenate([old_times, [now - 3600.0, now - 60 * DAY]])
+        n = src.shape[0]
+        table = edge_table(src, dst, times, np.full(n, int(EventKind.INTERACTION)),
+                           np.full(n, int(InteractionType.MESSAGE)))
+        small = build(table, now, train=False)
+        assert built.model is not None
+        ranker = LearnedRanker(built.model, small.contacts, small.vectors)
+        pipeline = Pipeline(small.store, VectorSearch(small.vectors, small.index), ranker, contacts=small.contacts)
+        ranked = pipeline.suggest(1, Surface.SHARE_SHEET, now).user_ids.tolist()
+        assert ranked[:3] == [3, 2, 4]
 
     def test_linear_without_model(self, built: Built) -> None:
         search = VectorSearch(built.vectors, built.index)
