@@ -572,18 +572,21 @@ class GraphStore:
 
     def accusation_bound(self, rows: np.ndarray) -> np.ndarray:
         """Per row, blocks in force against it plus the users who ever
-        reported it (int64): an upper bound on how many distinct users
-        accuse it, whatever the report window. Rows past the end count
-        0 blocks."""
+        reported or unblocked it (int64): an upper bound on how many
+        distinct users accuse it, whatever the window. Rows past the end
+        count 0 blocks."""
         bound = self.blocks.in_degrees(rows)
-        # The report log indexes its records by target; reading that index
+        # The pair logs index their records by target; reading that index
         # here spares a numpy array per row (PairLog has no count query).
-        by_target = self.reports._by_target
-        if by_target:
-            get = by_target.get
-            bound += np.fromiter((len(get(r, ())) for r in np.asarray(rows).tolist()), np.int64, bound.shape[0])
+        for log in (self.reports, self.unblocks):
+            by_target = log._by_target
+            if by_target:
+                get = by_target.get
+                bound += np.fromiter((len(get(r, ())) for r in np.asarray(rows).tolist()), np.int64,
+                                     bound.shape[0])
         return bound
 
     def accusation_bound_one(self, row: int) -> int:
         """``accusation_bound`` for one row."""
-        return self.blocks.in_degree(row) + len(self.reports._by_target.get(row, ()))
+        return (self.blocks.in_degree(row) + len(self.reports._by_target.get(row, ()))
+                + len(self.unblocks._by_target.get(row, ())))

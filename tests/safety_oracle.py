@@ -240,6 +240,7 @@ class World:
         since = self.now - self.policy["suspicious_window_days"] * DAY
         accusers = {a for (a, b) in self.blocks if b == u}
         accusers |= {a for (a, b), t in self.reports.items() if b == u and t >= since}
+        accusers |= {a for (a, b), t in self.unblocks.items() if b == u and t >= since}
         minors = [a for a in accusers if self.is_minor(a)]
         return len(minors) >= self.policy["suspicious_min_minors"]
 

@@ -601,7 +601,11 @@ class TestSuspiciousAdults:
             a = 200 + i if how != "same_minor_again" else 200
             if how != "same_minor_again":
                 h.profile(a, age_band=band)
-            getattr(h, "block" if how == "block" else "report")(a, S)
+            if how == "lifted_block":
+                h.block(a, S)
+                h.unblock(a, S)
+            else:
+                getattr(h, "block" if how == "block" else "report")(a, S)
         h.advance(elapsed)
         return h
 
@@ -616,9 +620,14 @@ class TestSuspiciousAdults:
         ([("report", "16_17"), ("same_minor_again", ""), ("same_minor_again", "")], 0.0, True),
         ([("report", "16_17")] * 3, 31 * DAY, True),
         ([("report", None)] * 3, 0.0, False),
+        ([("block", "16_17")] * 3, 31 * DAY, False),
+        ([("lifted_block", "16_17")] * 3, 0.0, False),
+        ([("lifted_block", "13_15"), ("block", "16_17"), ("report", "16_17")], 0.0, False),
+        ([("lifted_block", "16_17")] * 3, 31 * DAY, True),
     ], ids=["two_minors", "three_minors", "three_young_minors", "three_blocks", "blocks_and_report",
             "three_adults", "two_minors_one_adult", "one_minor_three_times", "reports_outside_window",
-            "unknown_age_accusers_fail_closed"])
+            "unknown_age_accusers_fail_closed", "blocks_in_force_outside_window", "three_lifted_blocks",
+            "lifted_block_block_and_report", "lifted_blocks_outside_window"])
     def test_never_suggested_to_minors(self, accusations: list[tuple[str, str]], elapsed: float,
                                        expected: bool) -> None:
         """An account blocked or reported by at least k distinct minors in the

@@ -756,11 +756,13 @@ class SafetyEngine:
 
     def suspicious(self, store: GraphStore, policy: Policy, rows: np.ndarray, now: float) -> np.ndarray:
         """Accounts blocked or reported by at least k distinct minors: blocks
-        in force count whenever they were made (fail closed); reports count
-        within the window.
+        in force count whenever they were made (fail closed); reports, and
+        blocks lifted, count within the window (a child pressed into
+        unblocking an adult is a known grooming pattern, so lifting a block
+        does not clear the adult at once).
 
-        Blocks in force plus everyone who ever reported a row bound its
-        accusers from above, so only rows with at least k of those (a few in
+        Blocks in force plus everyone who ever reported or unblocked a row
+        bound its accusers from above, so only rows with at least k of those (a few in
         a million) are counted exactly; the rest cannot be suspicious. The
         bound is read from the live store on every call, never cached."""
         out = np.zeros(rows.shape[0], bool)
@@ -779,7 +781,8 @@ class SafetyEngine:
     @staticmethod
     def _accused_by_minors(store: GraphStore, policy: Policy, row: int, now: float) -> bool:
         since = now - policy.suspicious_window_days * DAY
-        accusers = np.union1d(store.blocks.in_(row), store.reports.actors_about(row, since))
+        accusers = np.union1d(np.union1d(store.blocks.in_(row), store.reports.actors_about(row, since)),
+                              store.unblocks.actors_about(row, since))
         if accusers.shape[0] < policy.suspicious_min_minors:
             return False
         minors = int((effective_bands(store, accusers) != _ADULT).sum())
