@@ -17,7 +17,8 @@ Measured:
   serving process (target < 3 GiB);
 - CheckMessaging: p99 at 70% of its max (target < 2 ms), beside the echo
   server's p99 at 70% of its own max (the same target for a server that
-  does nothing), and both at a fixed 2,000 QPS;
+  does nothing), and both at a fixed 2,000 QPS; CheckMessaging paced at
+  2,500-4,000 QPS: the highest rate with p99 under 2 ms (its open-loop knee);
   BatchCheckMessaging with 50 recipients: p99 at 70% of its max (< 5 ms);
 - concurrency designs for SuggestContacts: the threaded server with 2
   workers (the default) and with 8, the servicers inline on grpc.aio's
@@ -65,6 +66,9 @@ BASELINE_SERVICE_QPS = 2000.0
 # A send-check rate that the service and echo both sustain in open loop on
 # this machine (their knee was ~3,000 QPS): latency when nothing queues.
 FIXED_CHECK_QPS = 2000
+# Paced rates for CheckMessaging's open-loop knee: the highest at which its
+# p99 stays under the 2 ms target, against the closed-loop max.
+CHECK_SWEEP_QPS = (2500, 3000, 3500, 4000)
 
 
 def _free_port() -> int:
@@ -430,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
             fixed.setdefault("check", []).append(bench.load(prod, "check", qps=FIXED_CHECK_QPS, label="fixed"))
             fixed.setdefault("echo check", []).append(
                 bench.load(echoes["sync"], "check", qps=FIXED_CHECK_QPS, label="fixed"))
+        bench.say(f"CheckMessaging paced at {', '.join(f'{q:,}' for q in CHECK_SWEEP_QPS)} QPS")
+        sweep: dict[int, list[Run]] = {q: [] for q in CHECK_SWEEP_QPS}
+        for _ in range(args.repeats):
+            for q in CHECK_SWEEP_QPS:
+                sweep[q].append(bench.load(prod, "check", qps=q, label="sweep"))
         bench.say("CheckMessaging at 200 QPS while a SuggestContacts flood (64 in flight) runs")
         mixed: list[Run] = []
         flood_errors: dict[str, int] = {}
@@ -467,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
              "echo_send_lag_p99_at_70_ms": lag(at70["echo check"]),
              "p99_at_fixed_ms": _median(fixed["check"], "p99"), "echo_p99_at_fixed_ms": _median(fixed["echo check"], "p99"),
              "server_cpu_us_at_fixed": _median(fixed["check"], "server_cpu_us"),
-             "echo_server_cpu_us_at_fixed": _median(fixed["echo check"], "server_cpu_us")}
+             "echo_server_cpu_us_at_fixed": _median(fixed["echo check"], "server_cpu_us"),
+             "p99_by_paced_qps": {q: _median(runs, "p99") for q, runs in sweep.items()}}
+    under_target = [q for q in (FIXED_CHECK_QPS, *CHECK_SWEEP_QPS)
+                    if (check["p99_at_fixed_ms"] if q == FIXED_CHECK_QPS else check["p99_by_paced_qps"][q]) < 2]
+    check["knee_qps"] = max(under_target, default=0)
     batch = {"max_qps": _median(top["batch"], "qps"), "p50_at_70_ms": _median(at70["batch"], "p50"),
              "p99_at_70_ms": _median(at70["batch"], "p99"), "server_cpu_us": _median(top["batch"], "server_cpu_us"),
              "send_lag_p99_at_70_ms": lag(at70["batch"])}
@@ -498,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         _row(f"CheckMessaging p99 @ {FIXED_CHECK_QPS:,} QPS", f"{check['p99_at_fixed_ms']:.2f} ms", "-",
              f"echo {check['echo_p99_at_fixed_ms']:.2f} ms",
              check["p99_at_fixed_ms"] / max(check["echo_p99_at_fixed_ms"], 1e-9), None),
+        _row("CheckMessaging: highest paced rate with p99 < 2 ms", f"{check['knee_qps']:,}", "-",
+             f"max {check['max_qps']:,.0f} (closed loop)", check["knee_qps"] / max(check["max_qps"], 1.0), None),
         _row("BatchCheckMessaging(50) p99 @ 70% max", f"{batch['p99_at_70_ms']:.2f} ms", "< 5 ms", "-",
              batch["p99_at_70_ms"] / 5, batch["p99_at_70_ms"] < 5),
         _row("CheckMessaging p99 @ 200 QPS under a suggest flood", f"{flood_check['p99_ms']:.2f} ms",
@@ -519,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{check['echo_send_lag_p99_at_70_ms']:.2f} ms; at a fixed {FIXED_CHECK_QPS:,} QPS (open loop) the server "
           f"spent {check['server_cpu_us_at_fixed']:,.0f} us of CPU per check, echo {check['echo_server_cpu_us_at_fixed']:,.0f} us "
           f"(closed loop at max: {check['server_cpu_us']:,.0f} us)")
+    print("CheckMessaging p99 by paced rate: " + ", ".join(
+        f"{q:,} QPS {ms:.2f} ms" for q, ms in [(FIXED_CHECK_QPS, check["p99_at_fixed_ms"]),
+                                              *check["p99_by_paced_qps"].items()]))
     if in_process:
         print("in process (no gRPC), CPU per call: " + ", ".join(
             f"{name} {us:,.0f} us" for name, us in in_process.items()))
