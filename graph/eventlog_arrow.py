@@ -57,7 +57,7 @@ from .eventlog import (
 )
 from .events import event_times, invalid_events
 from .model import EventKind, Profile
-from .table import COLUMNS, EventTable
+from .table import EventColumns, EventTable
 
 __all__ = ["read_edge_csv", "read_parquet"]
 
@@ -82,33 +82,14 @@ _HEX_PREFIXES = (b"0x", b"0X")
 
 
 @dataclass
-class _Chunk:
-    """One chunk's rows, ready to become an EventTable."""
+class _Chunk(EventColumns):
+    """One chunk's rows and which of them are not rejected."""
 
-    time: npt.NDArray[np.float64]
-    kind: npt.NDArray[np.uint8]
-    actor: npt.NDArray[np.int64]
-    target: npt.NDArray[np.int64]
-    detail: npt.NDArray[np.int16]
-    event_id: npt.NDArray[np.object_]
     keep: npt.NDArray[np.bool_]
-
-    def set_row(self, i: int, row: tuple[float, int, int, int, int, str]) -> None:
-        """Overwrite row ``i`` (columns pyarrow lent read-only are copied
-        the first time)."""
-        for name, value in zip(COLUMNS, row):
-            column = getattr(self, name)
-            if not column.flags.writeable:
-                column = column.copy()
-                setattr(self, name, column)
-            column[i] = value
 
     def kept(self) -> EventTable:
         """The rows not rejected."""
-        columns = [getattr(self, name) for name in COLUMNS]
-        if not self.keep.all():
-            columns = [column[self.keep] for column in columns]
-        return EventTable(*columns)
+        return self.rows(self.keep)
 
 
 @dataclass

@@ -60,7 +60,7 @@ from .eventlog import BadLines, Progress, _Cursor, _read_json_lines
 from .eventlog_arrow import _open_bytes
 from .events import event_times, invalid_events, kind_field
 from .model import EventKind, Profile
-from .table import COLUMNS, EventTable
+from .table import COLUMNS, EventColumns, EventTable
 
 __all__ = ["read_json_lines"]
 
@@ -398,24 +398,18 @@ class _Reader:
             if not len(one):
                 keep[i] = False
                 continue
-            columns.set_row(i, one)
+            columns.set_row(i, tuple(getattr(one, name)[0] for name in COLUMNS))
             if 0 in one.profiles:
                 profiles[i] = one.profiles[0]
         self.pieces.append(columns.table(keep, profiles))
 
 
 @dataclass
-class _Columns:
-    """A parsed table's rows as event columns (see ``EventTable``), rows
-    the array checks flag (``odd``) and the count of ``"`` each row's
-    values account for (``quotes``)."""
+class _Columns(EventColumns):
+    """A parsed table's rows as event columns, rows the array checks flag
+    (``odd``) and the count of ``"`` each row's values account for
+    (``quotes``)."""
 
-    time: npt.NDArray[np.float64]
-    kind: npt.NDArray[np.uint8]
-    actor: npt.NDArray[np.int64]
-    target: npt.NDArray[np.int64]
-    detail: npt.NDArray[np.int16]
-    event_id: npt.NDArray[np.object_]
     odd: npt.NDArray[np.bool_]
     quotes: npt.NDArray[np.int64]
 
@@ -466,14 +460,9 @@ class _Columns:
         return _Columns(time, kind, actor, target, detail, ids.to_numpy(zero_copy_only=False),
                         odd, quotes)
 
-    def set_row(self, i: int, one: EventTable) -> None:
-        """Row ``i`` as the line reader read it (the one row of ``one``)."""
-        for name in COLUMNS:
-            getattr(self, name)[i] = getattr(one, name)[0]
-
     def table(self, keep: npt.NDArray[np.bool_], profiles: dict[int, Profile]) -> EventTable:
         """The rows kept, with the profiles of kept rows renumbered."""
-        out = EventTable(*(getattr(self, name)[keep] for name in COLUMNS))
+        out = self.rows(keep)
         if profiles:
             position = np.cumsum(keep) - 1
             out.profiles = {int(position[i]): p for i, p in profiles.items()}

@@ -6,7 +6,9 @@ columns."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,36 @@ from .model import Event, EventKind, Profile
 
 # The event columns of an EventTable, in field order.
 COLUMNS = ("time", "kind", "actor", "target", "detail", "event_id")
+
+
+@dataclass
+class EventColumns:
+    """A column-wise reader's rows while it mends them (``EventTable``'s
+    columns, no profiles); ``rows`` makes the table."""
+
+    time: np.ndarray
+    kind: np.ndarray
+    actor: np.ndarray
+    target: np.ndarray
+    detail: np.ndarray
+    event_id: np.ndarray
+
+    def set_row(self, i: int, row: Iterable[Any]) -> None:
+        """Overwrite row ``i``, values in ``COLUMNS`` order (columns a
+        parser lent read-only are copied the first time)."""
+        for name, value in zip(COLUMNS, row):
+            column = getattr(self, name)
+            if not column.flags.writeable:
+                column = column.copy()
+                setattr(self, name, column)
+            column[i] = value
+
+    def rows(self, keep: np.ndarray) -> "EventTable":
+        """The rows where ``keep`` is true, as a table."""
+        columns = [getattr(self, name) for name in COLUMNS]
+        if not keep.all():
+            columns = [column[keep] for column in columns]
+        return EventTable(*columns)
 
 
 @dataclass
