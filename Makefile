@@ -29,7 +29,7 @@ $(PROTO_STAMP): $(PROTO_SRC) $(BIN)/.installed
 	$(MAKE) proto
 
 # The committed descriptor set is the API's compatibility baseline; update it
-# only for deliberate, compatible changes (tests/test_api_compat.py checks).
+# only for deliberate, compatible changes (tests/proto/test_api_compat.py checks).
 descriptor: install
 	$(BIN)/python -m grpc_tools.protoc -I proto \
 		--descriptor_set_out=$(DESCRIPTOR) $(PROTO_SRC)
@@ -57,7 +57,7 @@ eval: install
 
 # pecanpy (node2vec baseline) in a venv of its own: its gensim needs numpy < 2.
 node2vec-venv: install
-	$(BIN)/python -m service.eval.node2vec install --venv $(NODE2VEC_VENV) --python $(PYTHON)
+	$(BIN)/python -m service.cli.eval.node2vec install --venv $(NODE2VEC_VENV) --python $(PYTHON)
 
 clean:
 	rm -rf $(VENV) $(NODE2VEC_VENV) .data proto/contactgraph/v1/*_pb2*.py* $(PROTO_STAMP)

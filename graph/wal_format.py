@@ -1,6 +1,6 @@
 """The write-ahead log on disk, and reading it back.
 
-The serving side (``service.wal``) appends to it; the offline rebuild reads
+The serving side (``service.durability.wal``) appends to it; the offline rebuild reads
 it as one more event source, so the format and the reader live here.
 
 A WAL directory holds segment files named ``<first sequence>.wal`` (20

@@ -41,9 +41,9 @@ from graph.config import GraphConfig
 from graph.eventlog import write_edge_csv, write_profile_csv
 from graph.model import AccountState, AgeAssurance, AgeBand, MessagePrivacy, Profile
 from graph.rebuild import rebuild
-from service.config import ServerConfig
-from service.server import Server, build_safety, create_server
-from service.state import ServingState
+from service.server.config import ServerConfig
+from service.server.server import Server, build_safety, create_server
+from service.server.state import ServingState
 
 # Edge events happen from T0 on; profile CSV rows happen at the rebuild's
 # clock (SNAPSHOT_TIME), the newest event; servers start a minute later.

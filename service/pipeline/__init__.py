@@ -1,5 +1,5 @@
 """candidate sources -> safety filters -> ranker -> page."""
 
-from .pipeline import Pipeline, Ranked
+from service.pipeline.pipeline import Pipeline, Ranked
 
 __all__ = ["Pipeline", "Ranked"]

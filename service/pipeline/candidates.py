@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .reasons import SuggestionReason
+from service.pipeline.reasons import SuggestionReason
 
 
 @dataclass

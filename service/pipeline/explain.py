@@ -9,8 +9,8 @@ import numpy as np
 
 from graph.model import Surface
 
-from .pipeline import Pipeline
-from .reasons import FilterReason
+from service.pipeline.pipeline import Pipeline
+from service.pipeline.reasons import FilterReason
 
 
 @dataclass

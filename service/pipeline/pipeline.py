@@ -16,12 +16,12 @@ from graph.ranking import RankingModel
 from graph.retrieval import RetrievalConfig
 from graph.store import GraphStore
 
-from ..request_scope import checkpoint, record_counts
-from .candidates import Candidates, SourceResult
-from .filters import SafetyEngine, member
-from .ranker import LearnedRanker, LinearRanker, Ranker
-from .reasons import FilterReason, SuggestionReason
-from .sources import (ContactsOfContacts, EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou,
+from service.server.request_scope import checkpoint, record_counts
+from service.pipeline.candidates import Candidates, SourceResult
+from service.pipeline.filters import SafetyEngine, member
+from service.pipeline.ranker import LearnedRanker, LinearRanker, Ranker
+from service.pipeline.reasons import FilterReason, SuggestionReason
+from service.pipeline.sources import (ContactsOfContacts, EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou,
                       RandomWalk, RecentContacts)
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,8 @@ def default_safety(store: GraphStore) -> SafetyEngine:
     """The built-in policy, no guardians, a fresh impression memory."""
     import secrets
 
-    from ..safety.exposure import ImpressionLedger
-    from ..safety.guardian import GuardianRegistry
-    from ..safety.policy import PolicyHolder
+    from service.safety.exposure import ImpressionLedger
+    from service.safety.guardian import GuardianRegistry
+    from service.safety.policy import PolicyHolder
 
     return SafetyEngine(PolicyHolder(), GuardianRegistry(secrets.token_bytes(32), store.clock), ImpressionLedger())

@@ -15,7 +15,7 @@ from graph.features import FEATURES, pair_features
 from graph.model import Surface
 from graph.ranking import RankingModel
 
-from .candidates import Candidates
+from service.pipeline.candidates import Candidates
 
 
 def order_by_score(scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ Speed. A rule is vectorised over a batch of candidate rows; a send rule
 also has a scalar form for one (sender, recipient) pair, because most
 send-time checks name one recipient and numpy's per-call overhead would
 dominate them. The two forms sit side by side in the rule table below and
-``tests/test_safety_fastpath.py`` checks on random worlds that they agree
+``tests/service/safety/test_safety_fastpath.py`` checks on random worlds that they agree
 on every pair. What the rules read about the viewer (friends, blocks,
 reports, ...) is gathered once per request in ``Viewer``, so the pipeline
 can filter its ranked candidates in small batches ("filter and take")
@@ -43,10 +43,10 @@ from graph.model import (
 )
 from graph.store import GraphStore
 
-from .exposure import ImpressionLedger
-from .guardian import Controls, GuardianRegistry, Messaging
-from .policy import DAY, Policy, PolicyHolder, RegionRules
-from .reasons import FilterReason
+from service.safety.exposure import ImpressionLedger
+from service.safety.guardian import Controls, GuardianRegistry, Messaging
+from service.safety.policy import DAY, Policy, PolicyHolder, RegionRules
+from service.safety.reasons import FilterReason
 
 # Plain ints: comparing a numpy array with an IntEnum member makes numpy
 # probe the member for array protocols, which costs microseconds per rule.
@@ -909,7 +909,7 @@ class SafetyEngine:
                         now: float) -> list[MessagingDecision]:
         """May the sender message each recipient now? One decision each, in
         order. One recipient takes the scalar rules; more, the vectorised
-        ones (the same answers: tests/test_safety_fastpath.py)."""
+        ones (the same answers: tests/service/safety/test_safety_fastpath.py)."""
         policy = self.policy.current
         sender = store.row(sender_id)
         problems = self.sender_problems(store, sender, policy)

@@ -16,11 +16,11 @@ from graph.config import GraphConfig
 from graph.model import Surface
 from graph.snapshot import read_snapshot
 
-from ..pipeline import Pipeline
-from .engine import SafetyEngine
-from .exposure import ImpressionLedger
-from .guardian import GuardianRegistry
-from .policy import PolicyHolder, load_policy
+from service.pipeline import Pipeline
+from service.safety.engine import SafetyEngine
+from service.safety.exposure import ImpressionLedger
+from service.safety.guardian import GuardianRegistry
+from service.safety.policy import PolicyHolder, load_policy
 
 
 @dataclass

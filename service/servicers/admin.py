@@ -11,9 +11,9 @@ import grpc
 from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc
 from graph.errors import SnapshotError, WalError, WalGapError
 
-from ..hot_swap import Swapped
-from ..safety.policy import PolicyError, PolicyHolder
-from ..status import abort, invalid_argument
+from service.durability.hot_swap import Swapped
+from service.safety.policy import PolicyError, PolicyHolder
+from service.server.status import abort, invalid_argument
 
 log = logging.getLogger(__name__)
 

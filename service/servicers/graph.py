@@ -11,11 +11,11 @@ from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from graph.errors import InvalidEvent, WalError
 from graph.events import event_from_proto
 
-from ..config import MAX_BATCH_EVENTS, ServerConfig
-from ..journal import Journal, JournalFailed
-from ..state import ServingState
-from ..status import abort, invalid_argument
-from .relationships import RelationshipReads
+from service.server.config import MAX_BATCH_EVENTS, ServerConfig
+from service.durability.journal import Journal, JournalFailed
+from service.server.state import ServingState
+from service.server.status import abort, invalid_argument
+from service.servicers.relationships import RelationshipReads
 
 log = logging.getLogger(__name__)
 

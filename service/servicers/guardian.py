@@ -15,10 +15,10 @@ from contactgraph.v1 import guardian_service_pb2 as pb
 from contactgraph.v1 import guardian_service_pb2_grpc, suggestion_service_pb2
 from graph.model import AgeBand
 
-from ..safety.engine import effective_bands
-from ..safety.guardian import Controls, GuardianError, Messaging
-from ..state import ServingState
-from ..status import abort, invalid_argument
+from service.safety.engine import effective_bands
+from service.safety.guardian import Controls, GuardianError, Messaging
+from service.server.state import ServingState
+from service.server.status import abort, invalid_argument
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from google.protobuf import timestamp_pb2
 from contactgraph.v1 import graph_service_pb2
 from graph.model import decode_region
 
-from ..state import ServingState
-from ..status import abort, invalid_argument
+from service.server.state import ServingState
+from service.server.status import abort, invalid_argument
 
 
 def _stamp(seconds: int) -> timestamp_pb2.Timestamp:

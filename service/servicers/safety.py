@@ -8,10 +8,10 @@ import grpc
 
 from contactgraph.v1 import filter_reason_pb2, safety_service_pb2, safety_service_pb2_grpc
 
-from ..safety.engine import MessagingDecision
-from ..safety.reasons import FilterReason
-from ..state import ServingState
-from ..status import invalid_argument
+from service.safety.engine import MessagingDecision
+from service.safety.reasons import FilterReason
+from service.server.state import ServingState
+from service.server.status import invalid_argument
 
 MAX_RECIPIENTS = 100
 

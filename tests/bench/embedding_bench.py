@@ -29,7 +29,7 @@ propagation (``PROPAGATED``) as well as without (the default config).
 Exit status 1 if a row that has both says NO.
 
 ``--quality``: for CollegeMsg and bitcoin-otc cut at the 50-90% time
-quantiles, the harness's embedding-only method (``service.eval``: truth
+quantiles, the harness's embedding-only method (``service.cli.eval``: truth
 = new contacts after the cut, snapshot as of the cut) over vectors without
 and with propagation: Recall@20 and MRR, and the paired-bootstrap 95%
 interval of the Recall@20 difference.
@@ -56,7 +56,7 @@ from graph.embedding import EmbeddingConfig, adjacency, embed
 from graph.fold import fold
 from graph.store import GraphStore
 from graph.synthetic import NetworkSpec, generate_network
-from service.eval import node2vec
+from service.cli.eval import node2vec
 
 SEED = 11
 TARGET_RATIO = 10.0
@@ -174,10 +174,10 @@ def quality(data_dir: Path, cuts: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9))
     from graph.ann import VectorSearch, build_index
     from graph.contacts import ContactGraph
     from graph.ranking import before
-    from service.eval.baselines import BaselineContext, embedding_only
-    from service.eval.data import DATASETS, load
-    from service.eval.harness import new_contacts
-    from service.eval.metrics import paired_bootstrap, user_metrics
+    from service.cli.eval.baselines import BaselineContext, embedding_only
+    from service.cli.eval.data import DATASETS, load
+    from service.cli.eval.harness import new_contacts
+    from service.cli.eval.metrics import paired_bootstrap, user_metrics
 
     c = PROPAGATED
     lines = [f"embedding-only, dim {c.dim}: default vs propagation order {c.propagation_order} "

@@ -78,9 +78,9 @@ def run_echo(port: int, responses: Path, mode: str, workers: int, interceptor: b
         if interceptor:
             # The real server's interceptor (lanes with the serve defaults,
             # request scope, metrics) around the echo: its cost per call.
-            from service.config import ServerConfig
-            from service.interceptors import Lanes, ServingInterceptor
-            from service.metrics import ServerMetrics
+            from service.server.config import ServerConfig
+            from service.server.interceptors import Lanes, ServingInterceptor
+            from service.server.metrics import ServerMetrics
 
             lanes = Lanes(ServerConfig(snapshot=responses, workers=workers))
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=lanes.max_concurrent_rpcs()),
@@ -173,13 +173,13 @@ class _Capture:
 def run_aio_service(port: int, snapshot: Path) -> None:
     from graph.clock import SystemClock
 
-    from service.config import ServerConfig
-    from service.metrics import ServerMetrics
-    from service.request_scope import RequestScope, open_scope
-    from service.server import build_safety
+    from service.server.config import ServerConfig
+    from service.server.metrics import ServerMetrics
+    from service.server.request_scope import RequestScope, open_scope
+    from service.server.server import build_safety
     from service.servicers import SuggestionServicer
     from service.servicers.safety import SafetyServicer
-    from service.state import ServingState
+    from service.server.state import ServingState
 
     config = ServerConfig(snapshot=snapshot, port=port)
     clock = SystemClock()
@@ -236,9 +236,9 @@ def run_replica(port: int, snapshot: Path) -> None:
     consistent would also have every replica follow the writer's log."""
     from graph.clock import SystemClock
 
-    from service.config import ServerConfig
-    from service.server import Server, build_safety
-    from service.state import ServingState
+    from service.server.config import ServerConfig
+    from service.server.server import Server, build_safety
+    from service.server.state import ServingState
 
     class Replica(Server):
         SHARES_PORT = True

@@ -2,6 +2,6 @@
 ``service.safety.engine`` (one implementation for suggestions and the send
 path); this step runs them over the candidates."""
 
-from ...safety.engine import SEND_RULES, SUGGESTION_RULES, Rule, SafetyEngine, SafetyVerdict, Viewer, member
+from service.safety.engine import SEND_RULES, SUGGESTION_RULES, Rule, SafetyEngine, SafetyVerdict, Viewer, member
 
 __all__ = ["SEND_RULES", "SUGGESTION_RULES", "Rule", "SafetyEngine", "SafetyVerdict", "Viewer", "member"]

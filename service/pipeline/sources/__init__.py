@@ -1,10 +1,10 @@
 """Candidate sources: each finds rows for a viewer and scores them."""
 
-from .contacts_of_contacts import ContactsOfContacts, RandomWalk
-from .embedding import EmbeddingNeighbours
-from .friends_of_friends import FriendsOfFriends
-from .inbound import FollowsYou, MessagedYou
-from .recent_contacts import RecentContacts
+from service.pipeline.sources.contacts_of_contacts import ContactsOfContacts, RandomWalk
+from service.pipeline.sources.embedding import EmbeddingNeighbours
+from service.pipeline.sources.friends_of_friends import FriendsOfFriends
+from service.pipeline.sources.inbound import FollowsYou, MessagedYou
+from service.pipeline.sources.recent_contacts import RecentContacts
 
 __all__ = ["ContactsOfContacts", "EmbeddingNeighbours", "FriendsOfFriends", "FollowsYou", "MessagedYou",
            "RandomWalk", "RecentContacts"]

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from graph.contacts import ContactGraph
 from graph.retrieval import RetrievalConfig, contacts_of_contacts, random_walk
 
-from ..candidates import SourceResult
-from ..reasons import SuggestionReason
+from service.pipeline.candidates import SourceResult
+from service.pipeline.reasons import SuggestionReason
 
 
 @dataclass(frozen=True)

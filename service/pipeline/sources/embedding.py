@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from graph.ann import VectorSearch
 from graph.retrieval import RetrievalConfig, embedding_neighbours
 
-from ..candidates import SourceResult
-from ..reasons import SuggestionReason
+from service.pipeline.candidates import SourceResult
+from service.pipeline.reasons import SuggestionReason
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from graph.retrieval import RetrievalConfig, friends_of_friends
 from graph.store import GraphStore
 
-from ..candidates import SourceResult
-from ..reasons import SuggestionReason
+from service.pipeline.candidates import SourceResult
+from service.pipeline.reasons import SuggestionReason
 
 
 @dataclass(frozen=True)

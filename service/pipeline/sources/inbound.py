@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from graph.retrieval import RetrievalConfig, followers_not_followed, unanswered_inbound
 from graph.store import GraphStore
 
-from ..candidates import SourceResult
-from ..reasons import SuggestionReason
+from service.pipeline.candidates import SourceResult
+from service.pipeline.reasons import SuggestionReason
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import numpy as np
 
 from graph.store import GraphStore
 
-from ..candidates import SourceResult
-from ..reasons import SuggestionReason
+from service.pipeline.candidates import SourceResult
+from service.pipeline.reasons import SuggestionReason
 
 
 @dataclass(frozen=True)

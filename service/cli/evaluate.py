@@ -1,0 +1,37 @@
+"""`contactgraph eval`: temporal evaluation against baselines (the harness is service.cli.eval)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Temporal evaluation on the data sets under --data (see service.cli.eval)."""
+    from service.cli.eval import EvalConfig, run
+    from service.cli.eval.data import DATASETS
+
+    config = EvalConfig(cuts=tuple(args.cuts), n_boot=args.bootstrap, seed=args.seed, max_users=args.max_users,
+                        node2vec_venv=args.node2vec)
+    try:
+        run(Path(args.data), args.datasets or list(DATASETS), config, out=lambda line: print(line, flush=True))
+    except FileNotFoundError as err:
+        print(f"contactgraph eval: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("eval", help="evaluate suggestions against baselines on temporal data sets")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder holding collegemsg/ and bitcoin-otc/")
+    p.add_argument("--datasets", nargs="+", choices=["collegemsg", "bitcoin-otc"], help="default: all")
+    p.add_argument("--cuts", nargs="+", type=float, default=[0.7, 0.8, 0.9], metavar="Q",
+                   help="time quantiles to cut at")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of users per cut")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--node2vec", nargs="?", type=Path, const=Path(".venv-node2vec"), default=None, metavar="VENV",
+                   help="also rank by node2vec (pecanpy in VENV, default .venv-node2vec; make node2vec-venv); "
+                        "skipped with a note when it is not installed")
+    p.set_defaults(func=run)

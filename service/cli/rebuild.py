@@ -1,0 +1,186 @@
+"""`contactgraph rebuild`: event logs to a snapshot directory, with a reject file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from graph.eventlog import RejectedLine
+
+
+def print_report(report: "object") -> None:
+    from graph.rebuild import RebuildReport
+
+    assert isinstance(report, RebuildReport)
+    m = report.manifest
+    if report.inputs:
+        width = max(len("input"), *(len(i.path) for i in report.inputs))
+        print(f"{'input':<{width}}  {'read':>12}  {'rejected':>9}  {'kept':>12}  {'seconds':>8}")
+        for i in report.inputs:
+            print(f"{i.path:<{width}}  {i.read:>12,}  {i.rejected:>9,}  {i.kept:>12,}  {i.seconds:>8.2f}")
+        if len(report.inputs) > 1:
+            read = sum(i.read for i in report.inputs)
+            print(f"{'all inputs':<{width}}  {read:>12,}  {report.rejected:>9,}  {read - report.rejected:>12,}  "
+                  f"{sum(i.seconds for i in report.inputs):>8.2f}")
+    print(f"snapshot {m['snapshot_id']}: {report.events:,} events, " +
+          ", ".join(f"{k} {v}" for k, v in m["counts"].items()))
+    order = {phase: i for i, phase in enumerate(_PHASES)}
+    print(f"{'phase':<8}  {'seconds':>8}")
+    for phase, seconds in sorted(report.timings.items(), key=lambda item: order.get(item[0], len(order) - 1)):
+        print(f"{phase:<8}  {seconds:>8.2f}")
+
+
+# The rebuild's phases in the order they run; "total" last.
+_PHASES = ("read", "fold", "embed", "index", "contacts", "ranker", "write", "total")
+
+
+class _RejectFile:
+    """Skipped lines, kept in a temporary file until the rebuild succeeds
+    (a failed rebuild leaves nothing behind), then moved to ``path``.
+    Format: see the --reject-file help."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._tmp: IO[str] | None = None
+        self._source: str | None = None
+
+    def add(self, rejected: RejectedLine) -> None:
+        if self._tmp is None:
+            self._tmp = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", suffix=".rejects",
+                                                    delete=False)
+            self._tmp.write(_REJECT_FILE_PREAMBLE)
+        out = self._tmp
+        error = rejected.error
+        if error.path != self._source:
+            self._source = error.path
+            out.write(f"## {error.path}\n")
+            if rejected.header:
+                out.write(rejected.header + "\n")
+        out.write(f"# {error}\n{rejected.text}\n")
+        self.count += 1
+
+    def keep(self) -> None:
+        if self._tmp is None:
+            return
+        self._tmp.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(self._tmp.name, self.path)
+        self._tmp = None
+
+    def discard(self) -> None:
+        if self._tmp is None:
+            return
+        self._tmp.close()
+        os.unlink(self._tmp.name)
+        self._tmp = None
+
+
+_REJECT_FILE_PREAMBLE = """\
+# Lines `contactgraph rebuild` skipped as bad. One section per input: "## FILE",
+# that input's header line (none for JSON lines), then each bad line as read
+# after a "# FILE:LINE: reason" line (Parquet rows come as edge CSV lines).
+# To re-feed a section: fix its lines, drop every line starting with "#"
+# (grep -v '^#') and pass the result, named .csv or .jsonl, with --events.
+"""
+
+
+_NEXT_PHASE = {"read": "training the ranker on an inner split", "ranker": "folding the events",
+               "fold": "embedding", "embed": "indexing", "index": "building the contact graph",
+               "contacts": "writing the snapshot"}
+
+
+def _print_phase(phase: str, seconds: float) -> None:
+    """One line per finished phase on stderr, saying what comes next: a
+    rebuild of millions of events runs for minutes."""
+    following = _NEXT_PHASE.get(phase)
+    print(f"contactgraph rebuild: {phase} done in {seconds:.1f}s" + (f"; {following} ..." if following else ""),
+          file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from graph.errors import EventLogError, GraphError, TooManyBadLines
+    from graph.eventlog import BadLines
+    from graph.rebuild import rebuild
+
+    if args.max_errors < 0:
+        print("contactgraph rebuild: --max-errors must be 0 or more", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    rejects = _RejectFile(Path(args.reject_file) if args.reject_file else out.with_name(out.name + ".rejects"))
+
+    def on_reject(rejected: RejectedLine) -> None:
+        tqdm.write(str(rejected.error), file=sys.stderr)  # above any progress bar
+        rejects.add(rejected)
+
+    ledger = None
+    if args.ledger:
+        from graph.snapshot import load_ledger
+
+        try:
+            ledger = load_ledger(Path(args.ledger))
+        except GraphError as err:
+            print(f"contactgraph rebuild: --ledger: {err}", file=sys.stderr)
+            return 2
+    try:
+        report = rebuild([Path(p) for p in args.events], out, bad_lines=BadLines(args.max_errors, on_reject),
+                         progress=True, ledger=ledger, on_phase=_print_phase)
+    except TooManyBadLines as err:
+        rejects.discard()
+        print(f"contactgraph rebuild: {err}", file=sys.stderr)
+        print(f"contactgraph rebuild: more than --max-errors {args.max_errors} bad lines; nothing written",
+              file=sys.stderr)
+        return 2
+    except EventLogError as err:
+        rejects.discard()
+        print(f"contactgraph rebuild: {err}", file=sys.stderr)
+        return 2
+    except (GraphError, OSError) as err:
+        rejects.discard()
+        print(f"contactgraph rebuild: {err}", file=sys.stderr)
+        return 1
+    except BaseException:
+        rejects.discard()
+        raise
+    try:
+        rejects.keep()
+    except OSError as err:
+        print(f"contactgraph rebuild: snapshot written, but the reject file could not be: {err}", file=sys.stderr)
+        return 1
+    print_report(report)
+    if rejects.count:
+        print(f"{rejects.count} bad line(s) skipped, written to {rejects.path}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("rebuild", help="turn event logs into a snapshot directory")
+    p.add_argument("--events", nargs="+", required=True, metavar="PATH",
+                   help="JSONL, CSV (.gz ok) or Parquet event logs and WAL segments (.wal files or a WAL "
+                        "directory), applied in the order given; an event id seen before is skipped")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--max-errors", type=int, default=0, metavar="N",
+                   help="skip up to N bad lines (all inputs together), each reported on stderr as "
+                        "FILE:LINE: reason (Parquet: FILE:row N: reason) and written to the reject file; "
+                        "one more stops the rebuild with exit code 2 and nothing written (no snapshot, no "
+                        "reject file). Default 0: the first bad line stops it. A bad header or an unreadable "
+                        "file always stops it")
+    p.add_argument("--ledger", metavar="PATH",
+                   help="erasure ledger to apply: an earlier snapshot directory or a ledger file (its "
+                        "erasure.key beside it); events naming those users are dropped, so old raw logs "
+                        "cannot bring an erased user back")
+    p.add_argument("--reject-file", metavar="PATH",
+                   help="where skipped lines go; default OUT.rejects beside the snapshot directory; written "
+                        "only when a line was skipped. Plain text, one section per input: '## FILE', that "
+                        "input's header line, then each bad line as read after a '# FILE:LINE: reason' line "
+                        "(Parquet rows as edge CSV lines). To re-feed a section, fix its lines, drop the "
+                        "lines starting with '#' (grep -v '^#') and pass it, named .csv or .jsonl, with --events")
+    p.set_defaults(func=run)

@@ -1,0 +1,129 @@
+"""`contactgraph serve`: serve a snapshot over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from service.server.config import DEFAULT_PORT
+
+
+def _pin_threads() -> None:
+    # Serving answers many small queries: one BLAS/FAISS thread per request
+    # beats oversubscribing two cores.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def run(args: argparse.Namespace) -> int:
+    _pin_threads()
+    from graph.clock import SystemClock
+    from graph.errors import SnapshotError
+
+    from graph.errors import WalError
+
+    from service.server import logs
+    from service.server.config import ServerConfig, WalConfig
+    from service.safety.policy import PolicyError
+    from service.server.server import PortInUse, build_safety, serve
+    from service.server.state import open_serving
+
+    logs.configure(args.log_level)
+    from service.server.request_scope import install_log_filter
+
+    install_log_filter()  # request ids in every log line written for a call
+    if not args.snapshot and not args.data_dir:
+        print("contactgraph serve: give --snapshot DIR or --data-dir DIR", file=sys.stderr)
+        return 2
+    try:
+        snapshot = Path(args.snapshot) if args.snapshot else Path(args.data_dir) / "snapshot"
+        data_dir = Path(args.data_dir) if args.data_dir else snapshot.resolve().parent
+        key = Path(args.guardian_key_file).read_bytes().strip() if args.guardian_key_file else None
+        wal = None if args.no_wal else WalConfig(
+            Path(args.wal_dir) if args.wal_dir else data_dir / "wal", segment_bytes=args.wal_segment_bytes)
+        config = ServerConfig(
+            snapshot=snapshot, host=args.host, port=args.port, workers=args.workers,
+            allow_remote_plaintext=args.allow_remote_plaintext,
+            policy_path=Path(args.policy) if args.policy else None,
+            data_dir=data_dir, wal=wal, watch_interval_s=args.watch_interval,
+            **_serving_options(args),
+            **({"guardian_key": key} if key else {}))
+        clock = SystemClock()
+        state, journal = open_serving(config, clock, safety=build_safety(config, clock))
+        serve(config, state, journal)
+    except (SnapshotError, WalError, PortInUse, PolicyError, OSError, ValueError) as err:
+        print(f"contactgraph serve: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serving_options(args: argparse.Namespace) -> dict[str, object]:
+    """ServerConfig fields from the overload, metrics and TLS flags."""
+    from service.server.tls import TlsConfig, parse_role_assignments
+
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        tls = TlsConfig(Path(args.tls_cert), Path(args.tls_key),
+                        Path(args.tls_client_ca) if args.tls_client_ca else None,
+                        parse_role_assignments(args.client_role))
+    elif args.client_role:
+        raise ValueError("--client-role needs mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
+    return {"queue": args.queue, "send_workers": args.send_workers, "send_queue": args.send_queue,
+            "event_workers": args.event_workers,
+            "queue_timeout_s": args.queue_timeout, "max_request_bytes": args.max_request_bytes,
+            "metrics_port": args.metrics_port or None, "metrics_host": args.metrics_host, "tls": tls}
+
+
+def _add_serving_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("overload (RESOURCE_EXHAUSTED past these; see service/server/interceptors.py)")
+    g.add_argument("--queue", type=int, default=64, help="ordinary calls that may wait for a worker")
+    g.add_argument("--send-workers", type=int, default=2,
+                   help="workers reserved for SafetyService checks (the send path)")
+    g.add_argument("--send-queue", type=int, default=64, help="checks that may wait for a send worker")
+    g.add_argument("--event-workers", type=int, default=8,
+                   help="ApplyEvents calls running at once (they mostly wait on the WAL's fsync)")
+    g.add_argument("--queue-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="longest a call waits in a queue")
+    g.add_argument("--max-request-bytes", type=int, default=4 << 20, metavar="N", help="largest request accepted")
+    g = p.add_argument_group("metrics")
+    g.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics; 0: off")
+    g.add_argument("--metrics-host", metavar="HOST", help="address for the metrics port; default: --host")
+    g = p.add_argument_group("TLS (plaintext is served on loopback only, unless --allow-remote-plaintext)")
+    g.add_argument("--tls-cert", metavar="PEM", help="server certificate chain")
+    g.add_argument("--tls-key", metavar="PEM", help="server private key")
+    g.add_argument("--tls-client-ca", metavar="PEM",
+                   help="require client certificates signed by this CA (mutual TLS, per-method allow lists)")
+    g.add_argument("--client-role", action="append", default=[], metavar="ROLE=IDENTITY[,IDENTITY]",
+                   help="with mutual TLS, client identities (certificate CN or SAN) holding a role: "
+                        "messaging-backend, trust-and-safety, guardian-portal, operator; repeatable. "
+                        "Default: each role is held by the identity of the same name")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="serve a snapshot over gRPC")
+    p.add_argument("--snapshot", help="snapshot directory (from rebuild or demo); default: DATA_DIR/snapshot")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    p.add_argument("--workers", type=int, default=2,
+                   help="ordinary calls (all but SafetyService checks) running at once")
+    p.add_argument("--allow-remote-plaintext", action="store_true",
+                   help="serve plaintext on a non-loopback host (off by default)")
+    p.add_argument("--policy", metavar="FILE", help="safety policy (TOML); reloaded on SIGHUP")
+    p.add_argument("--guardian-key-file", metavar="FILE", help="key that verifies guardian consent tokens")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="durable service state (guardian links and audit); default: the snapshot's parent")
+    p.add_argument("--wal-dir", metavar="DIR", help="write-ahead log directory; default: DATA_DIR/wal")
+    p.add_argument("--wal-segment-bytes", type=int, default=64 << 20, metavar="N",
+                   help="start a new WAL segment past this size")
+    p.add_argument("--no-wal", action="store_true",
+                   help="serve without a write-ahead log: acknowledged events die with the process (benchmarks)")
+    p.add_argument("--watch-interval", type=float, default=0.0, metavar="SECONDS",
+                   help="look this often for a newer snapshot renamed into --snapshot and swap it in; 0: never")
+    _add_serving_flags(p)
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=run)

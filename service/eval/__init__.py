@@ -1,6 +1,0 @@
-"""Offline evaluation of the suggestion pipeline against graph baselines on
-real temporal data sets (``contactgraph eval``)."""
-
-from .harness import EvalConfig, run
-
-__all__ = ["EvalConfig", "run"]

@@ -1,0 +1,1 @@
+"""The gRPC server: wiring, config, TLS, interceptors and lanes, metrics, logs, status."""

@@ -1,0 +1,118 @@
+"""Server configuration: built once from flags, validated, passed in."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graph.config import GraphConfig
+
+from service.server.tls import TlsConfig
+
+DEFAULT_PORT = 50051
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+MAX_BATCH_EVENTS = 1000
+
+
+DEFAULT_WAL_SEGMENT_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class WalConfig:
+    """The write-ahead log: ``directory`` holds its segments, which rotate
+    past ``segment_bytes``; ``fsync`` is off only in benchmarks (then an
+    acknowledged event survives the process but not the machine)."""
+
+    directory: Path
+    segment_bytes: int = DEFAULT_WAL_SEGMENT_BYTES
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes < 4096:
+            raise ValueError(f"WAL segment size must be at least 4096 bytes, got {self.segment_bytes}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    snapshot: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    # Ordinary calls running at once (suggestions, reads, guardian calls).
+    # They are CPU-bound under one GIL: on two cores, 2 beat 8 in the
+    # serving bench (more threads only add GIL hand-offs).
+    workers: int = 2
+    # Signs page tokens. A random key means tokens die with the process.
+    token_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    token_ttl_s: float = 600.0
+    grace_s: float = 5.0
+    allow_remote_plaintext: bool = False
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    # The safety policy file (TOML); None runs the built-in policy.
+    policy_path: Path | None = None
+    # Verifies guardian consent tokens (the backend that issues them holds
+    # the same key). A random key means no token verifies.
+    guardian_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # Durable service state (guardian links, controls, audit); None keeps it
+    # in memory only.
+    data_dir: Path | None = None
+    audit_retention_s: float = 365 * 86400.0
+    # The write-ahead log; None serves without one (an acknowledged event
+    # then dies with the process).
+    wal: WalConfig | None = None
+    # Seconds between looks at the snapshot directory for a newer snapshot
+    # renamed into place (then it is swapped in); 0 never looks.
+    watch_interval_s: float = 0.0
+    # Overload (service/server/interceptors.py): ordinary calls run ``workers`` at
+    # a time with up to ``queue`` more waiting; SafetyService checks have
+    # their own reserved ``send_workers`` and ``send_queue``. Past a lane's
+    # workers + queue, or after ``queue_timeout_s`` in its queue, a call gets
+    # RESOURCE_EXHAUSTED.
+    queue: int = 64
+    send_workers: int = 2
+    send_queue: int = 64
+    # ApplyEvents has a lane of its own: its calls wait on the WAL's fsync
+    # and group commit needs many at once.
+    event_workers: int = 8
+    event_queue: int = 64
+    queue_timeout_s: float = 1.0
+    # Requests larger than this get RESOURCE_EXHAUSTED from gRPC itself.
+    max_request_bytes: int = 4 << 20
+    # Prometheus metrics over HTTP: None is off, 0 picks a free port (tests);
+    # ``metrics_host`` None listens on ``host``.
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+    # TLS, and mutual TLS with per-method allow lists (service/server/tls.py);
+    # None serves plaintext, on loopback only unless explicitly allowed.
+    tls: TlsConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.watch_interval_s < 0:
+            raise ValueError("watch interval must not be negative")
+        if min(self.queue, self.send_queue, self.event_queue) < 0 or min(self.send_workers, self.event_workers) < 1:
+            raise ValueError("queues must not be negative and every lane needs at least one worker")
+        if not self.queue_timeout_s > 0:
+            raise ValueError("queue timeout must be positive")
+        if self.max_request_bytes < 1024:
+            raise ValueError("max_request_bytes must be at least 1024")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics port {self.metrics_port} is out of range")
+        if self.tls is None and not self.allow_remote_plaintext and not _is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host} is not loopback: plaintext gRPC is only served on loopback "
+                "unless explicitly allowed")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,211 @@
+"""The gRPC server: servicers, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from contactgraph.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    graph_service_pb2,
+    graph_service_pb2_grpc,
+    guardian_service_pb2,
+    guardian_service_pb2_grpc,
+    safety_service_pb2,
+    safety_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
+from graph.clock import Clock
+
+from service.server.config import ServerConfig
+from service.durability.hot_swap import SnapshotSwapper
+from service.server.interceptors import Lanes, ServingInterceptor
+from service.durability.journal import Journal
+from service.server.metrics import MetricsEndpoint, ServerMetrics, StateCollector
+from service.safety.engine import SafetyEngine
+from service.safety.exposure import ImpressionLedger
+from service.safety.guardian import GuardianRegistry
+from service.safety.policy import PolicyError, PolicyHolder, load_policy
+from service.servicers import GraphServicer, SuggestionServicer
+from service.servicers.admin import AdminServicer
+from service.servicers.guardian import GuardianServicer
+from service.servicers.safety import SafetyServicer
+from service.server.state import ServingState
+from service.server.tls import Authorizer, add_port
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    suggestion_service_pb2.DESCRIPTOR.services_by_name["SuggestionService"].full_name,
+    graph_service_pb2.DESCRIPTOR.services_by_name["GraphService"].full_name,
+    safety_service_pb2.DESCRIPTOR.services_by_name["SafetyService"].full_name,
+    guardian_service_pb2.DESCRIPTOR.services_by_name["GuardianService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+def build_safety(config: ServerConfig, clock: Clock) -> SafetyEngine:
+    """The safety engine outlives snapshots: policy, guardians (durable in
+    the data directory) and what was shown."""
+    policy = PolicyHolder(load_policy(config.policy_path), config.policy_path) if config.policy_path else PolicyHolder()
+    journal = config.data_dir / "guardian" / "journal.jsonl" if config.data_dir is not None else None
+    guardians = GuardianRegistry(config.guardian_key, clock, journal, config.audit_retention_s)
+    return SafetyEngine(policy, guardians, ImpressionLedger())
+
+
+class PortInUse(RuntimeError):
+    """The port is taken: we never share it silently (no SO_REUSEPORT)."""
+
+
+class Server:
+    """A running server: the grpc server, its port and its health."""
+
+    # grpc turns SO_REUSEPORT on by default, letting a second server
+    # silently share the port; a busy port must fail. (The serving bench
+    # measures read-only replicas that share one on purpose.)
+    SHARES_PORT = False
+
+    def __init__(self, config: ServerConfig, state: ServingState, journal: Journal | None = None) -> None:
+        self.config = config
+        self.state = state
+        # Every write goes through the journal (and its write-ahead log).
+        self.journal = journal if journal is not None else Journal(state.store)
+        self.swapper = SnapshotSwapper(config, self.journal, lambda: self.state, self._publish)
+        self._compacting = False
+        # Overload, deadlines, mTLS permissions, request ids and metrics:
+        # service/server/interceptors.py. The pool holds every call the lanes admit.
+        self.metrics = ServerMetrics()
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self.lanes = Lanes(config)
+        self.interceptor = ServingInterceptor(
+            self.metrics, self.lanes.by_name,
+            Authorizer(config.tls) if config.tls is not None and config.tls.mutual else None)
+        self.metrics.registry.register(StateCollector(lambda: self.state, self.interceptor.lanes,
+                                                      lambda: self.journal.wal))
+        self.grpc_server = grpc.server(
+            # Health, reflection (each lane has its own pool); as big as the
+            # cap so that nothing can queue here without bound.
+            futures.ThreadPoolExecutor(max_workers=self.lanes.max_concurrent_rpcs(), thread_name_prefix="rpc"),
+            interceptors=[self.interceptor],
+            maximum_concurrent_rpcs=self.lanes.max_concurrent_rpcs(),
+            options=[
+                ("grpc.so_reuseport", int(self.SHARES_PORT)),
+                ("grpc.max_receive_message_length", config.max_request_bytes),
+            ],
+        )
+        suggestion_service_pb2_grpc.add_SuggestionServiceServicer_to_server(
+            SuggestionServicer(lambda: self.state, config), self.grpc_server)
+        graph_service_pb2_grpc.add_GraphServiceServicer_to_server(
+            GraphServicer(lambda: self.state, config, self.journal), self.grpc_server)
+        safety_service_pb2_grpc.add_SafetyServiceServicer_to_server(
+            SafetyServicer(lambda: self.state), self.grpc_server)
+        guardian_service_pb2_grpc.add_GuardianServiceServicer_to_server(
+            GuardianServicer(lambda: self.state), self.grpc_server)
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.swapper.load, lambda: self.state.safety.policy), self.grpc_server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server)
+        address = f"{config.host}:{config.port}"
+        try:
+            port = add_port(self.grpc_server, address, config.tls)
+        except RuntimeError as err:
+            raise PortInUse(f"cannot listen on {address}: {err} (is another server running?)") from None
+        if port == 0:
+            raise PortInUse(f"cannot listen on {address}: the port is in use (is another server running?)")
+        self.port = port
+
+    def start(self) -> None:
+        if self.config.metrics_port is not None:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host or self.config.host,
+                                                    self.config.metrics_port)
+        self.grpc_server.start()
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, then let in-flight calls finish."""
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(self.config.grace_s if grace_s is None else grace_s).wait()
+        self.lanes.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
+        self.swapper.stop()
+        self.state.store.stop_compactor()
+        if self.journal.wal is not None:
+            self.journal.wal.close()
+
+    def start_compactor(self) -> None:
+        """Compact the served store in the background, and every store
+        swapped in later."""
+        self._compacting = True
+        self.state.store.start_compactor()
+
+    def _publish(self, state: ServingState) -> None:
+        """Install a new state (the swapper calls this with commits held).
+        Calls in flight keep the old one until they finish."""
+        old, self.state = self.state, state
+        if self._compacting:
+            state.store.start_compactor()
+            threading.Thread(target=old.store.stop_compactor, name="old-compactor-stop", daemon=True).start()
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+
+def create_server(config: ServerConfig, state: ServingState,
+                  journal: Journal | None = None) -> tuple[Server, int]:
+    """A started server and the port it listens on (config.port 0 picks a
+    free one). Without a journal, writes are not logged."""
+    server = Server(config, state, journal)
+    server.start()
+    return server, server.port
+
+
+def serve(config: ServerConfig, state: ServingState, journal: Journal | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    server, port = create_server(config, state, journal)
+    # What start-up allocated lives as long as the process: keep the
+    # garbage collector's full passes from rescanning it.
+    gc.freeze()
+    server.start_compactor()
+    if config.watch_interval_s > 0:
+        server.swapper.watch(config.snapshot, config.watch_interval_s)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: draining in-flight calls for up to %.0fs", signal.Signals(signum).name, config.grace_s)
+        stopping.set()
+
+    def on_hangup(_signum: int, _frame: object) -> None:
+        # Reload off the signal handler's frame; a bad file keeps the old policy.
+        threading.Thread(target=reload_policy, args=(state.safety,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
+    log.info("serving snapshot %s on %s:%d", state.snapshot_id, config.host, port)
+    print(f"contactgraph serving snapshot {state.snapshot_id} on {config.host}:{port}", flush=True)
+    stopping.wait()
+    server.stop()
+    log.info("stopped")
+
+
+def reload_policy(safety: SafetyEngine) -> str:
+    """Reload the policy file; log and keep the running policy if it is bad.
+    Returns the version in force afterwards."""
+    try:
+        policy = safety.policy.reload()
+        log.info("policy reloaded", extra={"fields": {"policy_version": policy.version}})
+    except PolicyError as err:
+        log.error("policy reload refused, keeping %s: %s", safety.policy.current.version, err)
+    return safety.policy.current.version
