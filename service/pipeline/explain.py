@@ -11,6 +11,7 @@ from graph.model import Surface
 
 from service.pipeline.pipeline import Pipeline
 from service.pipeline.reasons import FilterReason
+from service.pipeline.sources import FriendsOfFriends
 
 
 @dataclass
@@ -37,7 +38,16 @@ def explain(pipeline: Pipeline, viewer_id: int, candidate_id: int, surface: Surf
             result = source(viewer, now)
             hit = np.flatnonzero(result.rows == candidate)
             if hit.shape[0]:
-                out.sources[source.name] = float(result.scores[hit[0]])
+                score = float(result.scores[hit[0]])
+                if isinstance(source, FriendsOfFriends):
+                    # Its score is the count of friends in common: only the
+                    # ones the viewer may be told of, as on the suggestion
+                    # page; none of those, no entry (a candidate found only
+                    # through hidden friends must not say so here either).
+                    score = float(pipeline.safety.nameable_mutual_count(store, viewer, candidate, now))
+                    if not score:
+                        continue
+                out.sources[source.name] = score
         out.filter_reasons = pipeline.safety.suggestion_reasons(store, viewer, candidate, now)
         if surface == Surface.NEW_CONTACTS and store.interactions.get(viewer, candidate) is not None:
             out.filter_reasons.append(FilterReason.EXISTING_CONTACT)

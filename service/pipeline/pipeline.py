@@ -18,7 +18,7 @@ from graph.store import GraphStore
 
 from service.server.request_scope import checkpoint, record_counts
 from service.pipeline.candidates import Candidates, SourceResult
-from service.pipeline.filters import SafetyEngine, member
+from service.pipeline.filters import SafetyEngine, Viewer, member
 from service.pipeline.ranker import LearnedRanker, LinearRanker, Ranker
 from service.pipeline.reasons import FilterReason, SuggestionReason
 from service.pipeline.sources import (ContactsOfContacts, EmbeddingNeighbours, FollowsYou, FriendsOfFriends, MessagedYou,
@@ -83,24 +83,30 @@ class Pipeline:
             ranker = LearnedRanker(model, contacts, search.vectors)
         return Pipeline(store, search, ranker, max_candidates, safety, contacts=contacts, retrieval=retrieval)
 
-    def _mutual_friend_counts(self, row: int, rows: np.ndarray,
-                              every_fof: SourceResult | None = None) -> np.ndarray:
+    def _mutual_friend_counts(self, row: int, rows: np.ndarray, every_fof: SourceResult | None = None, *,
+                              through: np.ndarray | None = None) -> np.ndarray:
         """Friends in common with the viewer for each row (int64; distinct
         rows), 0 for the viewer and the viewer's friends, as
-        ``GraphStore.friends_of_friends`` counts. ``every_fof``: the
-        friends-of-friends source's answer when it holds every friend of a
-        friend (not cut to its limit): read from it. Otherwise one gather of
-        the friends' friend lists, counted only for these rows."""
+        ``GraphStore.friends_of_friends`` counts. ``through``: count only
+        these of the viewer's friends (sorted rows; the ones the viewer may
+        be told of, ``SafetyEngine.nameable_friends``); None counts every
+        friend. ``every_fof``: the friends-of-friends source's answer when
+        it holds every friend of a friend (not cut to its limit): read from
+        it when every friend counts. Otherwise one gather of the counted
+        friends' friend lists, counted only for these rows."""
         out = np.zeros(rows.shape[0], np.int64)
-        if every_fof is not None:
+        friends = self.store.friends_of(row)
+        every = through is None or through.shape[0] == friends.shape[0]
+        if every_fof is not None and every:
             known = every_fof.rows
             hit = member(known, rows)
             out[hit] = every_fof.scores[known.searchsorted(rows[hit])].astype(np.int64)
             return out
-        friends = self.store.friends_of(row)
-        if friends.shape[0] == 0 or rows.shape[0] == 0:
+        counted = friends if every else through
+        assert counted is not None
+        if counted.shape[0] == 0 or rows.shape[0] == 0:
             return out
-        reach = self.store.gather_friends(friends)
+        reach = self.store.gather_friends(counted)
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
         pos = np.minimum(ordered.searchsorted(reach), ordered.shape[0] - 1)
@@ -139,13 +145,18 @@ class Pipeline:
         scores = self.ranker.rank_scores(row, candidates, surface, now)
         user_ids = self.store.ids.ext(candidates.rows)
         order = self.ranker.order(scores, user_ids)
-        kept, removed = self._filter_and_take(row, candidates.rows, user_ids, order, now, limit, exclude)
+        facts = self.safety.viewer(self.store, row, now)
+        kept, removed = self._filter_and_take(row, candidates.rows, user_ids, order, now, limit, exclude, facts)
         for r, n in removed.items():
             counts[f"filter.{r.name.lower()}"] = n
         checkpoint("filters")
         every_fof = next((r for source, r in zip(sources, results)
                           if isinstance(source, FriendsOfFriends) and r.rows.shape[0] < source.limit), None)
-        mutual = self._mutual_friend_counts(row, candidates.rows[kept], every_fof)
+        # Only friends the viewer may be told of count (and so name the
+        # MUTUAL_FRIENDS reason): a hidden minor or a banned account among
+        # them would tell the viewer whom the candidate is friends with.
+        mutual = self._mutual_friend_counts(row, candidates.rows[kept], every_fof,
+                                            through=self.safety.nameable_friends(facts) if kept.shape[0] else None)
         reason_of = {r.name: r.reason for r in results}
         hits = [(reason_of[name], found[kept].tolist()) for name, found in candidates.found_by.items()]
         reasons = []
@@ -168,11 +179,13 @@ class Pipeline:
     _BATCH_MARGIN = 8
 
     def _filter_and_take(self, row: int, rows: np.ndarray, user_ids: np.ndarray, order: np.ndarray, now: float,
-                         limit: int | None, exclude: Sequence[int]) -> tuple[np.ndarray, dict[FilterReason, int]]:
+                         limit: int | None, exclude: Sequence[int], facts: Viewer | None = None
+                         ) -> tuple[np.ndarray, dict[FilterReason, int]]:
         """Indices into ``rows`` that pass the safety filters, in ``order``
         (at most ``max_candidates``; see ``suggest`` for ``limit``), and the
-        removals by first reason among the candidates examined."""
-        facts = self.safety.viewer(self.store, row, now)
+        removals by first reason among the candidates examined. ``facts``:
+        the request's viewer facts, if already fetched."""
+        facts = facts if facts is not None else self.safety.viewer(self.store, row, now)
         excluded = np.unique(np.asarray(exclude, np.int64))
         removed: dict[FilterReason, int] = {}
         kept: list[np.ndarray] = []

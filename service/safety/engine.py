@@ -292,10 +292,10 @@ class Context:
     first reason of a removal is kept); None means every rule must answer
     for every row (the send path lists every reason)."""
 
-    __slots__ = ("viewer", "store", "policy", "rows", "n", "now", "alive", "_cols", "_bands", "_minor",
+    __slots__ = ("viewer", "store", "policy", "rows", "n", "now", "alive", "stranger", "_cols", "_bands", "_minor",
                  "_friends", "_follows_viewer", "_region")
 
-    def __init__(self, viewer: Viewer, rows: np.ndarray) -> None:
+    def __init__(self, viewer: Viewer, rows: np.ndarray, *, stranger: bool = False) -> None:
         self.viewer = viewer
         self.store = viewer.store
         self.policy = viewer.policy
@@ -303,6 +303,11 @@ class Context:
         self.rows = rows
         self.n = int(rows.shape[0])
         self.alive: np.ndarray | None = None
+        # True: the rules see no tie between the viewer and the candidates
+        # (neither friends nor a follow), as for a stranger: naming a friend
+        # in common discloses that friend to the viewer as a stranger would
+        # see them (see NAMEABLE_RULES).
+        self.stranger = stranger
         self._cols: dict[str, np.ndarray] = {}
         self._bands: np.ndarray | None = None
         self._minor: np.ndarray | None = None
@@ -334,14 +339,14 @@ class Context:
     @property
     def friends(self) -> np.ndarray:
         if self._friends is None:
-            self._friends = member(self.viewer.friends(), self.rows)
+            self._friends = self.zeros() if self.stranger else member(self.viewer.friends(), self.rows)
         return self._friends
 
     @property
     def follows_viewer(self) -> np.ndarray:
         """Candidate follows the viewer."""
         if self._follows_viewer is None:
-            self._follows_viewer = member(self.viewer.followers(), self.rows)
+            self._follows_viewer = self.zeros() if self.stranger else member(self.viewer.followers(), self.rows)
         return self._follows_viewer
 
     def rule(self, name: str) -> np.ndarray | int:
@@ -688,6 +693,31 @@ SUGGESTION_ONLY_RULES: tuple[Rule, ...] = (
 
 SUGGESTION_RULES: tuple[Rule, ...] = SEND_RULES + SUGGESTION_ONLY_RULES
 
+# Who may be counted or named to a viewer as a friend in common with
+# someone else ("mutual friends"). Naming M as a friend of T tells the
+# viewer something about M that M's own settings and the minors' rules
+# guard, so M must be someone the viewer could be shown as a stranger:
+# these rules run with ``Context.stranger`` (the viewer's own friendship
+# with M does not count, as ``not_discoverable`` and the adult/minor rules
+# would otherwise let every friend through): no minor is named to an adult
+# (``adult_to_minor_not_followed``), nor anyone under the DM or suggestion
+# age, banned or otherwise inactive, without a profile, blocked either way,
+# not discoverable, removed by a guardian or with suggestions turned off by
+# one, nor a suspicious adult to a minor. The rules left out are about
+# messaging (privacy setting, guardian messaging limits), the viewer's own
+# history (mutes, reports, dismissals, fatigue, exposure caps), or
+# introducing strangers (``minor_adult_not_friends`` would also hide an
+# adult friend from a minor viewer, which protects no minor;
+# ``minor_no_safe_connection``), none of which says whether M may be
+# disclosed.
+_NAMEABLE = frozenset({
+    "self", "missing_profile", "account_state", "under_16", "blocked", "adult_to_minor_not_followed",
+    "suspicious_adult", "guardian_removed_contact", "under_suggestion_age", "not_discoverable",
+    "guardian_suggestions_off",
+})
+NAMEABLE_RULES: tuple[Rule, ...] = tuple(r for r in SUGGESTION_RULES if r.name in _NAMEABLE)
+assert len(NAMEABLE_RULES) == len(_NAMEABLE), "a nameable rule is missing from SUGGESTION_RULES"
+
 
 @dataclass(frozen=True)
 class SafetyVerdict:
@@ -833,14 +863,15 @@ class SafetyEngine:
         known = (rows >= 0) & (rows < len(store.profiles))
         return rows, (None if known.all() else known)
 
-    def _matrix(self, viewer: Viewer, rows: np.ndarray, rules: tuple[Rule, ...]) -> np.ndarray:
+    def _matrix(self, viewer: Viewer, rows: np.ndarray, rules: tuple[Rule, ...], *,
+                stranger: bool = False) -> np.ndarray:
         """(len(rules), len(rows)) bool: which rule rejects which candidate,
-        every rule for every candidate."""
+        every rule for every candidate (``stranger``: see Context)."""
         rows, known = self._known(viewer.store, rows)
         out = np.zeros((len(rules), rows.shape[0]), bool)
         inside = rows if known is None else rows[known]
         if inside.shape[0]:
-            ctx = Context(viewer, inside)
+            ctx = Context(viewer, inside, stranger=stranger)
             for i, rule in enumerate(rules):
                 if known is None:
                     out[i] = rule.reject(ctx)
@@ -850,6 +881,32 @@ class SafetyEngine:
             missing = next(i for i, r in enumerate(rules) if r.reason == FilterReason.MISSING_PROFILE)
             out[missing, ~known] = True
         return out
+
+    def nameable(self, facts: Viewer, rows: np.ndarray) -> np.ndarray:
+        """Per row (bool): may this user be counted or named to the viewer
+        as a friend in common with someone (NAMEABLE_RULES, as a stranger)?
+        A viewer who may not message anyone is shown no one (fail closed)."""
+        if self.sender_problems(facts.store, facts.row, facts.policy):
+            return np.zeros(np.asarray(rows).shape[0], bool)
+        return ~np.asarray(self._matrix(facts, rows, NAMEABLE_RULES, stranger=True).any(axis=0))
+
+    def nameable_friends(self, facts: Viewer) -> np.ndarray:
+        """The viewer's friends who may be counted or named as friends in
+        common (sorted int32 rows, a subset of ``facts.friends()``)."""
+        friends = facts.friends()
+        if friends.shape[0] == 0:
+            return friends
+        return np.asarray(friends[self.nameable(facts, friends)])
+
+    def nameable_mutual_count(self, store: GraphStore, viewer: int, other: int, now: float) -> int:
+        """Friends in common between two rows that ``viewer`` may be told
+        of (0 when either row is unknown or the viewer has no profile)."""
+        if not (0 <= viewer < len(store.profiles)) or other < 0:
+            return 0
+        mutual = np.intersect1d(store.friends_of(viewer), store.friends_of(other), assume_unique=True)
+        if mutual.shape[0] == 0:
+            return 0
+        return int(self.nameable(self.viewer(store, viewer, now), mutual.astype(np.int32)).sum())
 
     def filter_suggestions(self, store: GraphStore, viewer: int, rows: np.ndarray, now: float, *,
                            facts: Viewer | None = None) -> SafetyVerdict:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import grpc
 
-__all__ = ["ROLES", "ROLE_METHODS", "OPEN_SERVICES", "TlsConfig", "Authorizer", "parse_role_assignments",
-           "peer_identities", "server_credentials"]
+__all__ = ["ROLES", "ROLE_METHODS", "OPEN_SERVICES", "TRUSTED_ROLES", "TlsConfig", "Authorizer",
+           "caller_roles", "parse_role_assignments", "peer_identities", "server_credentials"]
 
 # Roles and the methods (full names "/package.Service/Method", or a whole
 # service "/package.Service/*") each may call.
@@ -33,14 +33,20 @@ ROLE_METHODS: Mapping[str, tuple[str, ...]] = {
         "/contactgraph.v1.SafetyService/*",
         "/contactgraph.v1.GraphService/*",
     ),
-    # Trust-and-safety tools: why someone was or was not suggested.
-    "trust-and-safety": ("/contactgraph.v1.SuggestionService/ExplainSuggestion",),
+    # Trust-and-safety tools: why someone was or was not suggested, and the
+    # full state of a pair (every friend in common, TRUSTED_ROLES).
+    "trust-and-safety": ("/contactgraph.v1.SuggestionService/ExplainSuggestion",
+                         "/contactgraph.v1.GraphService/GetRelationship"),
     # The guardian portal: guardian links, controls and overviews.
     "guardian-portal": ("/contactgraph.v1.GuardianService/*",),
     # Operators and the rebuild job: snapshot loads.
     "operator": ("/contactgraph.v1.AdminService/*",),
 }
 ROLES = tuple(ROLE_METHODS)
+# Roles that are shown what a user of the app may not be (e.g. friends in
+# common who are hidden minors). Everyone else, and every caller without
+# mutual TLS (no verified identity), gets what a user may be shown.
+TRUSTED_ROLES = frozenset({"trust-and-safety"})
 # Any authenticated client may use these (load balancers, grpcurl).
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
@@ -107,6 +113,15 @@ def peer_identities(context: grpc.ServicerContext) -> list[str]:
     auth = context.auth_context()
     names = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def caller_roles(tls: TlsConfig | None, context: grpc.ServicerContext) -> frozenset[str]:
+    """The roles the calling client's verified identity holds (empty
+    without mutual TLS)."""
+    if tls is None or not tls.mutual:
+        return frozenset()
+    roles = tls.identity_roles()
+    return frozenset().union(*(roles.get(identity, frozenset()) for identity in peer_identities(context)))
 
 
 class Authorizer:

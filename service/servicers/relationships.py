@@ -11,8 +11,10 @@ from google.protobuf import timestamp_pb2
 from contactgraph.v1 import graph_service_pb2
 from graph.model import decode_region
 
+from service.server.config import ServerConfig
 from service.server.state import ServingState
 from service.server.status import abort, invalid_argument
+from service.server.tls import TRUSTED_ROLES, caller_roles
 
 
 def _stamp(seconds: int) -> timestamp_pb2.Timestamp:
@@ -23,6 +25,7 @@ class RelationshipReads:
     """Mixed into the GraphService servicer; expects ``self._state``."""
 
     _state: Callable[[], ServingState]
+    _config: ServerConfig
 
     def GetRelationship(self, request: graph_service_pb2.GetRelationshipRequest,
                         context: grpc.ServicerContext) -> graph_service_pb2.Relationship:
@@ -32,7 +35,8 @@ class RelationshipReads:
             invalid_argument(context, "target_id", "must be a positive user id")
         if request.actor_id == request.target_id:
             invalid_argument(context, "target_id", "must differ from actor_id")
-        store = self._state().store
+        state = self._state()
+        store = state.store
         out = graph_service_pb2.Relationship(actor_id=request.actor_id, target_id=request.target_id)
         a, b = store.row(request.actor_id), store.row(request.target_id)
         if a < 0 or b < 0:
@@ -51,8 +55,14 @@ class RelationshipReads:
             out.actor_last_interaction_time.CopyFrom(_stamp(forward[1]))
         if backward is not None:
             out.target_last_interaction_time.CopyFrom(_stamp(backward[1]))
-        out.mutual_friend_count = int(np.intersect1d(store.friends_of(a), store.friends_of(b),
-                                                     assume_unique=True).shape[0])
+        if caller_roles(self._config.tls, context) & TRUSTED_ROLES:
+            out.mutual_friend_count = int(np.intersect1d(store.friends_of(a), store.friends_of(b),
+                                                         assume_unique=True).shape[0])
+        else:
+            # What the actor may be told: a stranger's friends who are hidden
+            # minors, banned or not discoverable do not count (as on the
+            # suggestion page), or the count would reveal them one by one.
+            out.mutual_friend_count = state.safety.nameable_mutual_count(store, a, b, now)
         return out
 
     def GetUser(self, request: graph_service_pb2.GetUserRequest,

@@ -302,6 +302,43 @@ class World:
             return "ALLOW"
         return "ALLOW_AS_REQUEST"
 
+    def may_name(self, v: int, m: int) -> bool:
+        """May ``m`` be counted or named to ``v`` as a friend in common with
+        someone (issue 20, item 5)? Only if ``v`` could be shown ``m`` as a
+        stranger: ``v``'s own friendship with ``m`` does not count. Rules
+        about messaging (privacy setting, guardian messaging limits), about
+        ``v``'s own history (mutes, reports, dismissals, impressions) and
+        about introducing strangers (an adult friend may be named to a
+        minor) say nothing about disclosing ``m`` and do not apply."""
+        if v == m or not self._may_take_part(v) or not self._may_take_part(m):
+            return False
+        if self.band(v) < BAND_RANK[self.region_value(v, "min_dm_band")]:
+            return False  # a viewer who may message no one is shown no one
+        for key in ("min_dm_band", "min_suggestion_band"):
+            floor = self.pair_value(v, m, key)
+            if self.band(v) < floor or self.band(m) < floor:
+                return False
+        if (v, m) in self.blocks or (m, v) in self.blocks:
+            return False
+        if not self.is_minor(v) and self.is_minor(m):
+            return False  # a minor is never named to an adult stranger
+        if (self.is_minor(v) and self.suspicious(m)) or (self.is_minor(m) and self.suspicious(v)):
+            return False
+        for child, other in ((v, m), (m, v)):
+            g = self.controls(child)
+            if g is not None and other in g.removed:
+                return False
+        g = self.controls(m)
+        if g is not None and not g.suggestions:
+            return False
+        mp = self.p(m)
+        assert mp is not None
+        return mp.discoverable if mp.discoverable is not None else not self.is_minor(m)
+
+    def nameable_mutuals(self, v: int, c: int) -> set[int]:
+        """Friends of both ``v`` and ``c`` that ``v`` may be told of."""
+        return {m for m in self.friends_of(v) & self.friends_of(c) if self.may_name(v, m)}
+
     def may_suggest(self, v: int, c: int) -> bool:
         """May ``c`` be suggested to ``v`` now?"""
         if not self.viewer_may_receive(v) or not self.may_message(v, c):

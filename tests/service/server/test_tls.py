@@ -234,6 +234,27 @@ class TestMutualTls:
             assert _code(_calls(channel)["check"]) == grpc.StatusCode.PERMISSION_DENIED
 
 
+    def test_only_trusted_roles_see_every_friend_in_common(self, pki: Pki, mtls: RunningServer) -> None:
+        """GetRelationship's mutual_friend_count: trust and safety (a
+        TRUSTED_ROLES role) sees every friend in common; the messaging
+        backend, which relays it to users, only those the actor may be told
+        of. 2 and 3 share adults 1, 10 and 12, and, once 3 befriends them,
+        banned 20, 16_17 minor 30 and 13_15 minor 31."""
+        from contactgraph.v1 import graph_events_pb2, graph_service_pb2, graph_service_pb2_grpc
+
+        events = [graph_events_pb2.GraphEvent(event_id=f"tls-mutual-{a}-{b}",
+                                              follow=graph_events_pb2.Edge(actor_id=a, target_id=b))
+                  for m in (20, 30, 31) for a, b in ((3, m), (m, 3))]
+        ask = graph_service_pb2.GetRelationshipRequest(actor_id=2, target_id=3)
+        with _channel(mtls.target, pki.ca.pem, pki.clients["messaging-backend"]) as channel:
+            graph = graph_service_pb2_grpc.GraphServiceStub(channel)
+            graph.ApplyEvents(graph_service_pb2.ApplyEventsRequest(events=events), timeout=10)
+            assert graph.GetRelationship(ask, timeout=10).mutual_friend_count == 3
+        with _channel(mtls.target, pki.ca.pem, pki.clients["trust-and-safety"]) as channel:
+            graph = graph_service_pb2_grpc.GraphServiceStub(channel)
+            assert graph.GetRelationship(ask, timeout=10).mutual_friend_count == 6
+
+
 class TestConfig:
     def test_plaintext_off_loopback_is_refused_unless_allowed(self, pki: Pki, tmp_path: Path) -> None:
         """A non-loopback host needs TLS or an explicit opt-in."""
