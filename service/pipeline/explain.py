@@ -1,5 +1,6 @@
 """Why was (or wasn't) a candidate suggested to a viewer: the sources that
-found it, its rank, and every rule that removes it."""
+found it, its rank, and every rule that removes it. Runs the same flow
+object as SuggestContacts (``Pipeline.flow``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from graph.model import Surface
 
 from service.pipeline.pipeline import Pipeline
 from service.pipeline.reasons import FilterReason
-from service.pipeline.sources import FriendsOfFriends
+from service.pipeline.transforms.social_proof import FRIENDS_OF_FRIENDS
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Explanation:
 
 
 def explain(pipeline: Pipeline, viewer_id: int, candidate_id: int, surface: Surface, now: float) -> Explanation:
-    surface = Surface.NEW_CONTACTS if surface == Surface.UNSPECIFIED else surface
+    flow = pipeline.flow(surface)
     store = pipeline.store
     out = Explanation()
     viewer = store.row(viewer_id)
@@ -34,12 +35,11 @@ def explain(pipeline: Pipeline, viewer_id: int, candidate_id: int, surface: Surf
         out.filter_reasons = [FilterReason.MISSING_PROFILE]
         return out
     if viewer >= 0:
-        for source in pipeline.sources_for(surface):
-            result = source(viewer, now)
+        for result in flow.gather(viewer, now):
             hit = np.flatnonzero(result.rows == candidate)
             if hit.shape[0]:
                 score = float(result.scores[hit[0]])
-                if isinstance(source, FriendsOfFriends):
+                if result.name == FRIENDS_OF_FRIENDS:
                     # Its score is the count of friends in common: only the
                     # ones the viewer may be told of, as on the suggestion
                     # page; none of those, no entry (a candidate found only
@@ -47,10 +47,9 @@ def explain(pipeline: Pipeline, viewer_id: int, candidate_id: int, surface: Surf
                     score = float(pipeline.safety.nameable_mutual_count(store, viewer, candidate, now))
                     if not score:
                         continue
-                out.sources[source.name] = score
+                out.sources[result.name] = score
         out.filter_reasons = pipeline.safety.suggestion_reasons(store, viewer, candidate, now)
-        if surface == Surface.NEW_CONTACTS and store.interactions.get(viewer, candidate) is not None:
-            out.filter_reasons.append(FilterReason.EXISTING_CONTACT)
+        out.filter_reasons += flow.pre_rank_reasons(viewer, candidate)
     if out.ineligible is None:
         ranked = pipeline.suggest(viewer_id, surface, now)
         where = np.flatnonzero(ranked.user_ids == candidate_id)

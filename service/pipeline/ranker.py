@@ -106,3 +106,12 @@ class LearnedRanker:
     @staticmethod
     def order(scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
         return order_by_score(scores, user_ids)
+
+
+def choose_ranker(model: RankingModel | None, contacts: ContactGraph | None, vectors: np.ndarray) -> Ranker:
+    """The one place a ranker is chosen: the learned ranker when there is a
+    model and the contact graph its features read; the linear blend
+    otherwise (older snapshots, short histories)."""
+    if model is not None and contacts is not None:
+        return LearnedRanker(model, contacts, vectors)
+    return LinearRanker()

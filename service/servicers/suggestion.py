@@ -69,8 +69,7 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
             add(user_id=user_id, score=score, reasons=[_PROTO_REASON[r] for r in ranked.reasons[i]],
                 mutual_friend_count=mutual)
         walked = list(shown) + page_ids
-        state.safety.ledger.record(request.user_id, page_ids, [[r.value for r in ranked.reasons[i]]
-                                                               for i in picked], now)
+        state.pipeline.finish(request.user_id, surface, page_ids, [ranked.reasons[i] for i in picked], now)
         if fresh.shape[0] > page.shape[0] and len(walked) < MAX_WALK:
             response.next_page_token = self._tokens.issue(request.user_id, int(surface), state.snapshot_id,
                                                           walked, now)

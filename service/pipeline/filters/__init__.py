@@ -1,7 +1,8 @@
-"""Safety filters as the pipeline sees them: the rules live in
-``service.safety.engine`` (one implementation for suggestions and the send
-path); this step runs them over the candidates."""
+"""Filters: pre-rank filters (``existing_contacts``) and the safety
+filter-and-take step (``safety``), which runs the rules of
+``service.safety`` (one implementation for suggestions and the send path)."""
 
-from service.safety.engine import SEND_RULES, SUGGESTION_RULES, Rule, SafetyEngine, SafetyVerdict, Viewer, member
+from service.pipeline.filters.existing_contacts import ExistingContacts
+from service.pipeline.filters.safety import SafetyFilterAndTake
 
-__all__ = ["SEND_RULES", "SUGGESTION_RULES", "Rule", "SafetyEngine", "SafetyVerdict", "Viewer", "member"]
+__all__ = ["ExistingContacts", "SafetyFilterAndTake"]

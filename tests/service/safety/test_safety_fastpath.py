@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from graph.config import GraphConfig
 from graph.model import Event, EventKind, Surface
 from graph.store import GraphStore
+from service.pipeline.transforms import MutualFriends
 from tests.support.safety_oracle import Harness, build, world_plans
 from service.safety.engine import SUGGESTION_RULES, Decision
 from service.safety.exposure import DAY, ImpressionLedger
@@ -194,7 +195,7 @@ def head_of_full_answer(h: Harness, v: int, rng: np.random.Generator) -> None:
     with ``limit`` ids outside ``exclude`` unless the full answer has fewer."""
     pipeline = h.pipeline()
     # Tiny batches, so that the walk down the ranking takes several.
-    pipeline._BATCH_PER_WANTED, pipeline._BATCH_MARGIN = 1, 0
+    pipeline.take.batch_per_wanted, pipeline.take.batch_margin = 1, 0
     for surface in (Surface.NEW_CONTACTS, Surface.SHARE_SHEET):
         full = pipeline.suggest(v, surface, h.now)
         ids = full.user_ids.tolist()
@@ -231,13 +232,14 @@ class TestFilterAndTake:
         pipeline = h.pipeline()
         rows = np.arange(h.store.n_rows, dtype=np.int32)
         source = next(s for s in pipeline.sources_for(Surface.NEW_CONTACTS) if s.name == "friends_of_friends")
+        mutual = MutualFriends(h.store, h.engine)
         for row in rows.tolist():
             fof, counts = h.store.friends_of_friends(row)
             want = np.zeros(rows.shape[0], np.int64)
             want[fof] = counts
-            assert pipeline._mutual_friend_counts(row, rows).tolist() == want.tolist()
+            assert mutual.counts(row, rows).tolist() == want.tolist()
             result = source(row, h.now)
-            assert pipeline._mutual_friend_counts(row, rows, result).tolist() == want.tolist()
+            assert mutual.counts(row, rows, result).tolist() == want.tolist()
 
     @PROPERTY
     @given(world_plans())

@@ -4,6 +4,7 @@ loopback port whose pipeline the test slows down or blocks."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -248,7 +249,8 @@ class TestDeadlines:
                 time.sleep(0.3)
                 return self.inner(row, now)
 
-        pipeline.sources_for = lambda surface: [Slow(s) for s in sources_for(surface)][:1]  # type: ignore[method-assign]
+        for surface, flow in pipeline.flows.items():
+            pipeline.flows[surface] = dataclasses.replace(flow, sources=tuple(Slow(s) for s in sources_for(surface))[:1])
         filter_suggestions = pipeline.safety.filter_suggestions
 
         def spy(*args: Any, **kwargs: Any) -> Any:
