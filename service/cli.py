@@ -307,6 +307,11 @@ def _cmd_wal(args: argparse.Namespace) -> int:
     try:
         if args.wal_command == "compact":
             return _cmd_wal_compact(args)
+        if args.wal_command == "repair":
+            from .wal import repair_log
+
+            print("\n".join(repair_log(Path(args.wal_dir or Path(args.data_dir) / "wal")).lines()))
+            return 0
         segments = list_segments(Path(args.wal_dir))
         if not segments:
             print(f"{args.wal_dir}: no WAL segments")
@@ -550,6 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where older snapshot directories and the guardian journal live; default: the snapshot's "
                         "parent")
     q.add_argument("--guardian-journal", metavar="FILE", help="default: DATA_DIR/guardian/journal.jsonl")
+    q = wal_sub.add_parser("repair", help="set damaged segments aside and rewrite them with every intact record, "
+                                          "reporting what was lost (the server refuses to start until then)")
+    where = q.add_mutually_exclusive_group(required=True)
+    where.add_argument("--wal-dir", metavar="DIR")
+    where.add_argument("--data-dir", metavar="DIR", help="the server's --data-dir: its log is DATA_DIR/wal")
     q = wal_sub.add_parser("info", help="segments, records and sequence range")
     q.add_argument("wal_dir", metavar="DIR")
     p.set_defaults(func=_cmd_wal)
