@@ -18,7 +18,22 @@ loaded than the log reached.
 
 Only the newest segment can end in a torn frame (the writer seals a segment
 with an fsync before starting the next); readers stop there, the writer
-cuts it off when it opens the log. A bad frame anywhere else is corruption.
+cuts it off when it opens the log. A torn frame is what a write cut short
+leaves: nothing good anywhere after it, and either a frame whose length
+runs past the end of the file or only zeros. Every other bad frame is
+corruption, and no reader skips it: a frame whose CRC fails although it
+fits in the file (the bytes were written whole, then changed), a length
+field damaged so that the last frame seems to run past the end (the bytes
+there still check out as a whole frame under the right length), and
+above all a bad frame with a good one after it, found by trying every
+later offset for a frame whose CRC holds. Readers raise WalCorruptError
+naming the segment and offset; ``service.durability.wal.repair_log`` is the
+operator's way past it.
+
+Repair replaces the events of records it could not read, where the
+sequence numbers around them say how many there were, by stand-ins like
+redacted ones (below) with a random ``lost:<sequence>:`` event id, so the
+numbering stays that of the original log.
 
 An event that named an erased user may be *redacted*: replaced, in its
 place, by a GraphEvent with no kind, no ids, its original event time and a
@@ -40,6 +55,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from contactgraph.v1 import graph_events_pb2 as pb
@@ -59,16 +75,19 @@ __all__ = [
     "WalPosition",
     "WalReader",
     "check_header",
+    "corruption_message",
     "decode_events",
     "event_users",
     "redact",
     "redacted_event",
     "encode_frame",
     "encode_header",
+    "whole_frame",
     "is_wal_path",
     "list_segments",
     "parse_record",
     "read_wal_table",
+    "next_good_frame",
     "scan_segment",
     "segment_name",
     "torn_header",
@@ -102,18 +121,31 @@ class WalPosition:
 @dataclass(frozen=True)
 class Damage:
     """Where a segment stops being readable. ``offset``: the first byte that
-    is not part of a good frame; ``size``: the file's length (so ``size -
-    offset`` bytes are bad); ``intact_after``: a good frame follows the bad
-    one, which a torn write does not leave behind."""
+    is not part of a good frame; ``size``: the file's length; ``resume``:
+    where the next good frame after it starts (None: no good frame follows);
+    ``torn``: it can be a write cut short by a crash (see the module
+    docstring), the only damage a writer may cut off by itself."""
 
     offset: int
     size: int
     reason: str
-    intact_after: bool = False
+    resume: int | None = None
+    torn: bool = False
+
+    @property
+    def intact_after(self) -> bool:
+        """A good frame follows the bad bytes: corruption, not a torn write."""
+        return self.resume is not None
 
     @property
     def bad_bytes(self) -> int:
-        return self.size - self.offset
+        """Bytes from ``offset`` up to the next good frame or the end."""
+        return (self.resume if self.resume is not None else self.size) - self.offset
+
+    def rebased(self, base: int) -> Damage:
+        """The same damage in a file read from byte ``base`` on."""
+        return Damage(base + self.offset, base + self.size, self.reason,
+                      None if self.resume is None else base + self.resume, self.torn)
 
 
 @dataclass(frozen=True)
@@ -177,13 +209,14 @@ def check_header(data: bytes, segment: Segment) -> None:
     """Raise WalCorruptError unless ``data`` starts with this segment's
     header."""
     if len(data) < HEADER_SIZE:
-        raise WalCorruptError(f"{segment.path}: {len(data)} bytes, shorter than a segment header")
+        raise WalCorruptError(f"{segment.path}:0: {len(data)} bytes, shorter than a segment header{REPAIR_HINT}")
     magic, first = HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise WalCorruptError(f"{segment.path}: not a WAL segment of this format (bad magic {magic!r})")
+        raise WalCorruptError(f"{segment.path}:0: not a WAL segment of this format (bad magic {magic!r})"
+                              f"{REPAIR_HINT}")
     if first != segment.first_sequence:
-        raise WalCorruptError(f"{segment.path}: header says first sequence {first}, the name says "
-                              f"{segment.first_sequence}")
+        raise WalCorruptError(f"{segment.path}:8: header says first sequence {first}, the name says "
+                              f"{segment.first_sequence}{REPAIR_HINT}")
 
 
 def torn_header(data: bytes, segment: Segment) -> bool:
@@ -210,21 +243,92 @@ def _frame_at(data: bytes | memoryview, offset: int, end: int) -> tuple[memoryvi
 
 def scan_segment(data: bytes, start: int = HEADER_SIZE) -> tuple[list[tuple[int, memoryview]], Damage | None]:
     """Good frames of a segment's bytes from ``start``: (offset just after
-    the frame, payload) in order, and where they stop if not at the end."""
+    the frame, payload) in order, and where they stop if not at the end
+    (with where good frames resume, and whether it can be a torn write)."""
     frames: list[tuple[int, memoryview]] = []
     offset, end = start, len(data)
     while offset < end:
         payload, reason = _frame_at(data, offset, end)
         if payload is None:
-            intact_after = False
-            if reason == "crc32 mismatch":
-                (length,) = struct.unpack_from("<I", data, offset)
-                after = offset + FRAME_SIZE + length
-                intact_after = after < end and _frame_at(data, after, end)[0] is not None
-            return frames, Damage(offset, end, reason, intact_after)
+            resume = next_good_frame(data, offset + 1, end)
+            torn = resume is None and _cut_short(data, offset, end)
+            return frames, Damage(offset, end, reason, resume, torn)
         offset += FRAME_SIZE + len(payload)
         frames.append((offset, payload))
     return frames, None
+
+
+def _cut_short(data: bytes, offset: int, end: int) -> bool:
+    """Can the bytes from ``offset`` to ``end`` (no good frame among them)
+    be a last write cut short, rather than a written frame damaged since?"""
+    if not data[offset:end].strip(b"\0"):
+        return True  # space the file system gave the file, the write never filled (a frame is never zeros)
+    if end - offset < FRAME_SIZE:
+        return True
+    (length,) = struct.unpack_from("<I", data, offset)
+    if offset + FRAME_SIZE + length <= end:
+        return False  # the whole frame is there and fails its CRC: it changed after it was written
+    # Running past the end is what a cut write looks like, unless the length
+    # field itself was damaged: then the rest is a whole frame under the
+    # length it should have.
+    return whole_frame(data, offset, end) is None
+
+
+def whole_frame(data: bytes | memoryview, offset: int, stop: int) -> memoryview | None:
+    """The payload if the bytes ``offset..stop`` are one frame whose length
+    field alone is wrong: its CRC holds for the length ``stop - offset -
+    FRAME_SIZE``. None otherwise."""
+    length = stop - offset - FRAME_SIZE
+    if length < 1 or length > MAX_RECORD_BYTES:
+        return None
+    (crc,) = struct.unpack_from("<I", data, offset + 4)
+    payload = memoryview(data)[offset + FRAME_SIZE: stop]
+    return payload if _crc(struct.pack("<I", length), payload) == crc else None
+
+
+_RESYNC_CHUNK = 1 << 20
+
+
+def next_good_frame(data: bytes | memoryview, start: int, end: int) -> int | None:
+    """The offset of the first good frame (CRC holds) starting at or after
+    ``start`` and ending by ``end``; None if there is none. Every offset is
+    tried: after damage nothing says where the next frame begins. Only
+    offsets whose length field fits in what is left get a CRC computed
+    (found in numpy, a chunk at a time), so a segment of protobuf payloads
+    is scanned in milliseconds."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    pos = start
+    last = end - FRAME_SIZE - 1  # the last offset where a frame of one byte fits
+    while pos <= last:
+        stop = min(pos + _RESYNC_CHUNK, last + 1)
+        n = stop - pos
+        w = arr[pos: stop + 3].astype(np.uint32)
+        lengths = w[:n] | (w[1: n + 1] << 8) | (w[2: n + 2] << 16) | (w[3: n + 3] << 24)
+        room = (end - FRAME_SIZE) - np.arange(pos, stop, dtype=np.int64)
+        for i in np.flatnonzero((lengths >= 1) & (lengths.astype(np.int64) <= room)).tolist():
+            if _frame_at(data, pos + i, end)[0] is not None:
+                return pos + i
+        pos = stop
+    return None
+
+
+REPAIR_HINT = ("; the bytes on disk are left as they are. `contactgraph wal repair --data-dir DIR` (or "
+               "--wal-dir) sets the segment aside and rewrites it with every intact record, reporting what was lost")
+
+
+def corruption_message(path: Path, damage: Damage, *, sealed: bool) -> str:
+    """Why a segment is refused: file and byte offset, what is wrong, what
+    follows, and the operator's way out."""
+    where = " in a sealed segment" if sealed else ""
+    if damage.resume is not None:
+        after = (f"; intact records follow at offset {damage.resume}, so this is corruption, not a torn write "
+                 f"({damage.bad_bytes} bytes unreadable)")
+    elif damage.torn:
+        after = f" ({damage.bad_bytes} bytes at the end of a segment sealed before the next one began)"
+    else:
+        after = (f"; a whole record written at offset {damage.offset} fails its check, so this is corruption, "
+                 f"not a torn write ({damage.bad_bytes} bytes unreadable)")
+    return f"{path}:{damage.offset}: {damage.reason}{where}{after}{REPAIR_HINT}"
 
 
 def parse_record(payload: bytes | memoryview, where: str) -> wal_record_pb2.WalRecord:
@@ -244,8 +348,9 @@ class WalReader:
     ``after``, in order; afterwards ``position`` is just after the last record
     read (pass it as ``start`` to read on from there later) and
     ``last_sequence`` the newest sequence seen. Raises WalGapError if the
-    log does not continue from ``after``, WalCorruptError for damage that is
-    not a torn tail of the newest segment (a torn tail ends the reading and
+    log does not continue from ``after``, WalCorruptError (naming the segment
+    and offset) for damage that is not a torn tail of the newest segment,
+    after yielding the batches before it (a torn tail ends the reading and
     is left in ``torn``). ``segments`` reads those files instead of the
     directory's."""
 
@@ -316,10 +421,9 @@ class WalReader:
                 yield Batch(expected, record.server_time, events)
                 expected = last + 1
             if damage is not None:
-                damage = Damage(base + damage.offset, base + damage.size, damage.reason, damage.intact_after)
-                if not newest:
-                    raise WalCorruptError(f"{segment.path}:{damage.offset}: {damage.reason} in a sealed segment "
-                                          f"({damage.bad_bytes} bytes unreadable)")
+                damage = damage.rebased(base)
+                if not newest or not damage.torn:
+                    raise WalCorruptError(corruption_message(segment.path, damage, sealed=not newest))
                 self.torn = damage
 
 

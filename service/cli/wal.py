@@ -56,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.wal_command == "compact":
             return _compact(args)
+        if args.wal_command == "repair":
+            from service.durability.wal import repair_log
+
+            wal_dir = Path(args.wal_dir) if args.wal_dir else Path(args.data_dir) / "wal"
+            print("\n".join(repair_log(wal_dir).lines()))
+            return 0
         segments = list_segments(Path(args.wal_dir))
         if not segments:
             print(f"{args.wal_dir}: no WAL segments")
@@ -87,6 +93,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="where older snapshot directories and the guardian journal live; default: the snapshot's "
                         "parent")
     q.add_argument("--guardian-journal", metavar="FILE", help="default: DATA_DIR/guardian/journal.jsonl")
+    q = wal_sub.add_parser("repair", help="set damaged segments aside and rewrite them with every intact record, "
+                                          "reporting what was lost (the server refuses to start until then)")
+    where = q.add_mutually_exclusive_group(required=True)
+    where.add_argument("--wal-dir", metavar="DIR")
+    where.add_argument("--data-dir", metavar="DIR", help="the server's --data-dir: its log is DATA_DIR/wal")
     q = wal_sub.add_parser("info", help="segments, records and sequence range")
     q.add_argument("wal_dir", metavar="DIR")
     p.set_defaults(func=run)

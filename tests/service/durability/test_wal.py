@@ -215,34 +215,32 @@ class TestCorruption:
         with pytest.raises(WalCorruptError, match="crc32 mismatch in a sealed segment"):
             list(WalReader(tmp_path, 0))
 
-    def test_a_flipped_bit_mid_newest_segment_is_cut_loudly(self, tmp_path: Path,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
-        """Damage in the newest segment ends the log there (nothing after a
-        bad frame can be trusted), logged as an error because intact
-        records follow it."""
+    def test_a_flipped_bit_mid_newest_segment_stops_the_start(self, tmp_path: Path) -> None:
+        """Damage in the newest segment with intact records after it is not
+        a torn write: opening the log refuses, naming the segment and
+        offset, and leaves the file as it is (issue 20: it used to be cut
+        there, losing the acknowledged records after it)."""
         _write_log(tmp_path, [2, 2, 2]).close()
         (segment,) = list_segments(tmp_path)
         data = bytearray(segment.path.read_bytes())
         first_end = _frame_ends(bytes(data))[0]
         data[first_end + FRAME_SIZE + 3] ^= 0x80
         segment.path.write_bytes(bytes(data))
-        with caplog.at_level(logging.ERROR, logger="service.durability.wal"):
-            wal = WriteAheadLog.open(WalConfig(tmp_path))
-        assert "intact records follow" in caplog.text
-        assert wal.next_sequence == 3
-        wal.close()
+        with pytest.raises(WalCorruptError, match=f"{segment.path}:{first_end}: crc32 mismatch; intact records"):
+            WriteAheadLog.open(WalConfig(tmp_path))
+        assert segment.path.read_bytes() == bytes(data)
 
     def test_a_damaged_length_field_is_detected(self, tmp_path: Path) -> None:
         """The CRC covers the length too: a length bit flipped into a
-        plausible value is still caught."""
+        plausible value is still caught, and the record after it shows it
+        is corruption, not a torn tail."""
         _write_log(tmp_path, [2, 2]).close()
         (segment,) = list_segments(tmp_path)
         data = bytearray(segment.path.read_bytes())
         data[HEADER_SIZE] ^= 0x01
         segment.path.write_bytes(bytes(data))
-        reader = WalReader(tmp_path, 0)
-        assert list(reader) == []
-        assert reader.torn is not None and reader.torn.offset == HEADER_SIZE
+        with pytest.raises(WalCorruptError, match=f":{HEADER_SIZE}: crc32 mismatch; intact records follow"):
+            list(WalReader(tmp_path, 0))
 
     def test_a_bad_segment_header_is_an_error(self, tmp_path: Path) -> None:
         """A segment whose header is not ours is refused, not skipped."""
