@@ -17,7 +17,12 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
 
 from graph.clock import ManualClock
 from service.safety.guardian import (
@@ -287,10 +292,6 @@ class ConsentMachine(RuleBasedStateMachine):
         self.used: set[str] = set()
         self.ended: dict[str, float] = {}
         self.links: set[str] = set()
-
-    @initialize()
-    def start(self) -> None:
-        pass
 
     @rule(guardian=st.sampled_from(GUARDIANS), ttl=st.sampled_from((3600.0, TOKEN_TTL_S)))
     def mint(self, guardian: str, ttl: float) -> None:
