@@ -228,7 +228,7 @@ class TestLink:
         missing, malformed, forged, someone else's, expired or far-future
         tokens give PERMISSION_DENIED, and the denial is audited."""
         now = srv.clock.now()
-        tokens = {"forged-key": token(srv, "g", key=b"not-the-key"), "other-child": token(srv, "g", child=33),
+        tokens = {"forged-key": token(srv, "g", key=b"not-the-key-but-just-as-long-0001"), "other-child": token(srv, "g", child=33),
                   "other-guardian": token(srv, "someone-else"), "expired": token(srv, "g", at=now - 8 * 86400),
                   "future": token(srv, "g", at=now + 86400)}
         assert code_of(lambda: link(srv, "g", consent=tokens.get(consent, consent))) == grpc.StatusCode.PERMISSION_DENIED
