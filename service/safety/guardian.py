@@ -1,6 +1,20 @@
 """Guardian oversight: consent-token links, controls that only tighten,
 and a security audit log the child can read.
 
+Consent tokens (``verify_consent``) are HS256 JWTs the backend mints when
+the teen accepts: ``sub`` the child's user id, ``aud``
+``CONSENT_AUDIENCE``, ``iat``, ``exp`` (at most ``TOKEN_TTL_S`` after
+``iat``), ``guardian_id`` and a ``jti``. A token links once: its id is
+kept in the link's journal record until it expires, and a token issued
+before the last unlink of its (guardian, child) pair is refused, so neither
+an unlink nor the end of a link at adulthood can be undone by replaying the
+consent that made it. The former ``issued.hexmac`` format is accepted for
+one release (``accept_legacy_tokens``), single use the same way.
+
+A guardian's overview counts only the messages the child sent while that
+guardian was linked (per-link counters, from the link time on): consent
+given today does not open the child's past.
+
 State is durable: every change is appended (and fsynced) to a JSON-lines
 journal that is replayed on start; audit records older than the retention
 are dropped when the journal is loaded.
@@ -40,6 +54,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+import jwt
+
 from graph.clock import Clock
 from graph.durable import fsync_dir
 from graph.model import MAX_USER_ID
@@ -48,6 +64,16 @@ log = logging.getLogger(__name__)
 
 MAX_GUARDIANS = 2
 TOKEN_TTL_S = 7 * 86400.0
+# The audience a consent token must name: this service's link call, so a
+# token minted with the same key for anything else cannot link.
+CONSENT_AUDIENCE = "contactgraph.v1.GuardianService/LinkGuardian"
+CONSENT_ALGORITHM = "HS256"
+# Clock skew tolerated between the backend that mints and this server.
+CONSENT_LEEWAY_S = 30.0
+MAX_CONSENT_TOKEN_CHARS = 4096
+MAX_JTI_CHARS = 128
+# Accepted for one release after the switch to JWTs (see docs), then gone.
+ACCEPT_LEGACY_TOKENS = True
 DEFAULT_AUDIT_RETENTION_S = 365 * 86400.0
 
 
@@ -74,11 +100,26 @@ class AuditAction(IntEnum):
 
 class GuardianError(Exception):
     """A refused guardian call. ``kind`` is one of "permission",
-    "precondition", "not_found", "exists", "invalid"."""
+    "precondition", "not_found", "exists", "invalid"; ``reason`` (an
+    ErrorInfo reason) and ``field`` (the request field at fault) refine it
+    when set."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, reason: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.reason = reason
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A verified consent token: ``token_id`` is what makes it single use
+    ("jti:<jti>", or "legacy:<sha256 of the MAC>" for the old format);
+    ``issued`` and ``expires`` are unix seconds."""
+
+    token_id: str
+    issued: float
+    expires: float
 
 
 @dataclass(frozen=True)
@@ -108,13 +149,102 @@ class AuditRecord:
 class _Child:
     links: dict[str, float] = field(default_factory=dict)  # guardian -> link time
     controls: dict[str, Controls] = field(default_factory=dict)  # per guardian
+    # guardian -> when its last link to this child ended (unlink or
+    # adulthood); consent issued before that is refused.
+    ended: dict[str, float] = field(default_factory=dict)
 
 
-def issue_consent_token(key: bytes, guardian_id: str, child: int, issued: float) -> str:
-    """What the backend hands the guardian once the teen accepted."""
+def issue_consent_token(key: bytes, guardian_id: str, child: int, issued: float, *, ttl_s: float = TOKEN_TTL_S,
+                        jti: str | None = None, **extra: Any) -> str:
+    """What the backend hands the guardian once the teen accepted: an HS256
+    JWT (any JWT library can mint the same; see docs/pending/h-guardian.md).
+    ``extra`` claims override the standard ones (tests use it to forge)."""
+    claims: dict[str, Any] = {"sub": str(child), "aud": CONSENT_AUDIENCE, "iat": int(issued),
+                              "exp": int(issued + ttl_s), "guardian_id": guardian_id,
+                              "jti": secrets.token_urlsafe(16) if jti is None else jti}
+    claims.update(extra)
+    return jwt.encode(claims, key, algorithm=CONSENT_ALGORITHM)
+
+
+def issue_legacy_consent_token(key: bytes, guardian_id: str, child: int, issued: float) -> str:
+    """The former ``<issued>.<hex HMAC-SHA256 over guardian|child|issued>``
+    format, accepted for one release."""
     stamp = str(int(issued))
     mac = hmac.new(key, f"{guardian_id}|{child}|{stamp}".encode(), hashlib.sha256).hexdigest()
     return f"{stamp}.{mac}"
+
+
+class _BadToken(Exception):
+    """Why a consent token is refused, in words naming the claim."""
+
+
+def _number(claims: dict[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _BadToken(f"claim {name!r} must be a number (unix seconds)")
+    return float(value)
+
+
+def verify_consent(key: bytes, token: str, guardian_id: str, child: int, now: float, *,
+                   ttl_s: float = TOKEN_TTL_S, leeway_s: float = CONSENT_LEEWAY_S,
+                   accept_legacy: bool = ACCEPT_LEGACY_TOKENS) -> Consent:
+    """The consent ``token`` proves for (``guardian_id``, ``child``) at
+    ``now``, or _BadToken. Strict: the algorithm is pinned to HS256; ``sub``,
+    ``aud``, ``iat``, ``exp``, ``guardian_id`` and ``jti`` are required;
+    ``exp`` at most ``ttl_s`` after ``iat``; ``leeway_s`` of clock skew at
+    either end. Times are checked against ``now`` (the server's injectable
+    clock), not the wall clock."""
+    if not token:
+        raise _BadToken("missing")
+    if len(token) > MAX_CONSENT_TOKEN_CHARS:
+        raise _BadToken(f"longer than {MAX_CONSENT_TOKEN_CHARS} characters")
+    if token.count(".") == 1:
+        if not accept_legacy:
+            raise _BadToken("the legacy issued.hexmac format is no longer accepted; send a JWT")
+        return _verify_legacy(key, token, guardian_id, child, now, ttl_s, leeway_s)
+    try:
+        claims = jwt.decode(token, key, algorithms=[CONSENT_ALGORITHM], audience=CONSENT_AUDIENCE,
+                            options={"require": ["sub", "aud", "iat", "exp", "jti"], "verify_exp": False,
+                                     "verify_iat": False, "verify_nbf": False})
+    except jwt.InvalidTokenError as err:
+        raise _BadToken(f"not a valid HS256 JWT for this service: {err}") from None
+    if claims.get("sub") != str(child):
+        raise _BadToken("claim 'sub' is not child_user_id")
+    if claims.get("guardian_id") != guardian_id:
+        raise _BadToken("claim 'guardian_id' is not guardian_id")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        raise _BadToken(f"claim 'jti' must be a string of 1 to {MAX_JTI_CHARS} characters")
+    issued, expires = _number(claims, "iat"), _number(claims, "exp")
+    if issued > now + leeway_s:
+        raise _BadToken("claim 'iat' is in the future")
+    if expires - issued > ttl_s:
+        raise _BadToken(f"claim 'exp' is more than {ttl_s:.0f} s after 'iat'")
+    if now > expires + leeway_s:
+        raise _BadToken("expired (claim 'exp')")
+    if "nbf" in claims and now + leeway_s < _number(claims, "nbf"):
+        raise _BadToken("not valid yet (claim 'nbf')")
+    return Consent("jti:" + jti, issued, expires)
+
+
+def _verify_legacy(key: bytes, token: str, guardian_id: str, child: int, now: float, ttl_s: float,
+                   leeway_s: float) -> Consent:
+    stamp, mac = token.split(".")
+    try:
+        issued = float(int(stamp))
+    except ValueError:
+        raise _BadToken("malformed") from None
+    expected = issue_legacy_consent_token(key, guardian_id, child, issued).split(".")[1]
+    if not hmac.compare_digest(mac, expected):
+        raise _BadToken("forged, or for another guardian or child")
+    if issued > now + leeway_s:
+        raise _BadToken("issued in the future")
+    if now - issued > ttl_s:
+        raise _BadToken("expired")
+    log.warning("a legacy issued.hexmac consent token was accepted; the backend should mint JWTs",
+                extra={"fields": {"guardian": guardian_id, "child": child}})
+    # The MAC is bearer material: the journal keeps only its hash.
+    return Consent("legacy:" + hashlib.sha256(mac.encode()).hexdigest()[:32], issued, issued + ttl_s)
 
 
 # Which of these user ids are erased? (the store's ledger answers)
@@ -127,18 +257,24 @@ def _nobody(ids: Iterable[int]) -> set[int]:
 
 class GuardianRegistry:
     def __init__(self, key: bytes, clock: Clock, journal: Path | None = None,
-                 audit_retention_s: float = DEFAULT_AUDIT_RETENTION_S, token_ttl_s: float = TOKEN_TTL_S) -> None:
+                 audit_retention_s: float = DEFAULT_AUDIT_RETENTION_S, token_ttl_s: float = TOKEN_TTL_S,
+                 accept_legacy_tokens: bool = ACCEPT_LEGACY_TOKENS) -> None:
         self._key = key
         self._clock = clock
         self._journal_path = journal
         self._retention = audit_retention_s
         self._token_ttl = token_ttl_s
+        self._accept_legacy = accept_legacy_tokens
         self._lock = threading.RLock()
         self._children: dict[int, _Child] = {}
         self._audit: list[AuditRecord] = []
-        # Linked child -> (contact, UTC day number) -> messages sent; counts
-        # only, never content, kept for the overview's week.
-        self._messages: dict[int, dict[tuple[int, int], int]] = {}
+        # Consent token id -> (expires, child, guardian): tokens that made a
+        # link, kept (in the link's journal record) until they expire.
+        self._used: dict[str, tuple[float, int, str]] = {}
+        # Linked child -> guardian -> (contact, UTC day number) -> messages
+        # sent while that guardian was linked; counts only, never content,
+        # kept for the overview's week (memory only).
+        self._messages: dict[int, dict[str, dict[tuple[int, int], int]]] = {}
         # Bumped on every change; the safety engine caches by it.
         self.version = 0
         self._erased_of: ErasedOf = _nobody
@@ -149,6 +285,7 @@ class GuardianRegistry:
             journal.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _journal_lock(journal, exclusive=False)
             self._replay(journal)
+            self._prune_consent(self._clock.now())
         self._journal = open(journal, "a", encoding="utf-8") if journal is not None else None
 
     # -- persistence ---------------------------------------------------
@@ -187,15 +324,24 @@ class GuardianRegistry:
         op = rec["op"]
         child = int(rec["child"])
         state = self._children.setdefault(child, _Child())
-        if op == "link":
-            state.links[rec["guardian"]] = rec["time"]
+        if op == "link" or op == "consent":
+            if op == "link":
+                state.links[rec["guardian"]] = rec["time"]
+            if "consent" in rec:
+                self._used[rec["consent"]] = (float(rec["consent_exp"]), child, rec["guardian"])
         elif op == "unlink":
             state.links.pop(rec["guardian"], None)
             state.controls.pop(rec["guardian"], None)
+            # Records from before consent tokens were single use carry no
+            # time; their audit record (next) gives it.
+            if "time" in rec:
+                _mark_ended(state, rec["guardian"], rec["time"])
         elif op == "controls":
             state.controls[rec["guardian"]] = Controls(rec["suggestions"], Messaging(rec["messaging"]),
                                                        frozenset(rec["removed"]))
         elif op == "audit":
+            if rec["action"] in (AuditAction.UNLINK, AuditAction.LINK_ENDED_ADULT):
+                _mark_ended(state, rec["guardian"], rec["time"])
             if rec["time"] >= horizon:
                 self._audit.append(AuditRecord(rec["time"], AuditAction(rec["action"]), rec["guardian"], child,
                                                rec["detail"]))
@@ -224,15 +370,17 @@ class GuardianRegistry:
             path = self._journal_path
             records = _read_journal(path) if path is not None else self._state_records()
             named = set().union(*(_named_ids(r) for r in records), self._messages,
-                                (contact for counts in self._messages.values() for contact, _ in counts))
+                                (contact for per_link in self._messages.values() for counts in per_link.values()
+                                 for contact, _ in counts))
             erased = erased_of(named)
             if not erased:
                 return 0
             for child in erased & self._messages.keys():
                 del self._messages[child]
-            for counts in self._messages.values():
-                for k in [k for k in counts if k[0] in erased]:
-                    del counts[k]
+            for per_link in self._messages.values():
+                for counts in per_link.values():
+                    for k in [k for k in counts if k[0] in erased]:
+                        del counts[k]
             kept, changed = _scrub_all(records, _Scrubber(erased, self._pseudonyms))
             if not changed:
                 return 0
@@ -243,9 +391,16 @@ class GuardianRegistry:
                 self._journal = open(path, "a", encoding="utf-8")
             self._children = {}
             self._audit = []
+            self._used = {}
             horizon = self._clock.now() - self._retention
             for rec in kept:
                 self._apply(rec, horizon)
+            # An erased guardian's counters go with its id (its pseudonym
+            # cannot read an overview).
+            for child, per_link in self._messages.items():
+                links = self.links_of(child)
+                for guardian in [g for g in per_link if g not in links]:
+                    del per_link[guardian]
             self.version += 1
             log.info("guardian records scrubbed of %d erased user(s): %d record(s) dropped or changed",
                      len(erased), changed)
@@ -255,31 +410,67 @@ class GuardianRegistry:
         """The state as journal records (for a registry without a journal)."""
         out: list[dict[str, Any]] = []
         for child, state in self._children.items():
+            # First: an unlink record after the link would end it.
+            for guardian, when in state.ended.items():
+                out.append({"op": "unlink", "child": child, "guardian": guardian, "time": when})
+        for child, state in self._children.items():
             for guardian, when in state.links.items():
                 out.append({"op": "link", "child": child, "guardian": guardian, "time": when})
             for guardian, c in state.controls.items():
                 out.append({"op": "controls", "child": child, "guardian": guardian, "suggestions": c.suggestions_enabled,
                             "messaging": int(c.messaging), "removed": sorted(c.removed)})
+        for token_id, (expires, child, guardian) in self._used.items():
+            out.append({"op": "consent", "child": child, "guardian": guardian, "consent": token_id,
+                        "consent_exp": expires})
         for r in self._audit:
             out.append({"op": "audit", "time": r.time, "action": int(r.action), "guardian": r.guardian_id,
                         "child": r.child, "detail": r.detail})
         return out
 
     # -- checks --------------------------------------------------------
-    def _verify_token(self, guardian: str, child: int, token: str) -> bool:
+    def _verify_token(self, guardian: str, child: int, token: str) -> Consent:
         try:
-            stamp, mac = token.split(".")
-            issued = float(int(stamp))
-        except ValueError:
-            return False
-        expected = issue_consent_token(self._key, guardian, child, issued).split(".")[1]
-        now = self._clock.now()
-        return hmac.compare_digest(mac, expected) and issued <= now + 300 and now - issued <= self._token_ttl
+            return verify_consent(self._key, token, guardian, child, self._clock.now(), ttl_s=self._token_ttl,
+                                  accept_legacy=self._accept_legacy)
+        except _BadToken as err:
+            raise self._deny(guardian, child, f"consent_token: {err}", reason="CONSENT_TOKEN_INVALID",
+                             field="consent_token") from None
 
-    def _deny(self, guardian: str, child: int, why: str) -> GuardianError:
+    def _check_unused(self, guardian: str, child: int, consent: Consent) -> None:
+        """A consent token links once, and never after its pair's link ended
+        later than it was issued (an unlink, or the child's adulthood)."""
+        if consent.token_id in self._used:
+            raise self._deny(guardian, child, "consent_token: already used to link; a consent token links once",
+                             reason="CONSENT_TOKEN_USED", field="consent_token")
+        state = self._children.get(child)
+        ended = state.ended.get(guardian) if state is not None else None
+        if ended is not None and consent.issued < ended:
+            raise self._deny(guardian, child, "consent_token: issued before this guardian's last link to this "
+                             "child ended; the child must consent again", reason="CONSENT_TOKEN_PREDATES_UNLINK",
+                             field="consent_token")
+
+    def _prune_consent(self, now: float) -> None:
+        """Forget used tokens once expired, and link ends older than any
+        token still valid (both only ever refuse such tokens)."""
+        for token_id in [t for t, (exp, _, _) in self._used.items() if exp + CONSENT_LEEWAY_S < now]:
+            del self._used[token_id]
+        oldest = now - self._token_ttl - CONSENT_LEEWAY_S
+        for state in self._children.values():
+            for guardian in [g for g, t in state.ended.items() if t < oldest]:
+                del state.ended[guardian]
+
+    def _deny(self, guardian: str, child: int, why: str, *, reason: str | None = None,
+              field: str | None = None) -> GuardianError:
         self._audit_write(AuditAction.DENIED, guardian, child, why)
         log.warning("guardian call denied", extra={"fields": {"guardian": guardian, "child": child, "why": why}})
-        return GuardianError("permission", why)
+        return GuardianError("permission", why, reason=reason, field=field)
+
+    def record_denial(self, guardian: str, child: int, why: str, *, reason: str | None = None,
+                      field: str | None = None) -> GuardianError:
+        """Audit a call the servicer refused (e.g. a caller that may not
+        speak for the child) and return the error to raise."""
+        with self._lock:
+            return self._deny(guardian, child, why, reason=reason, field=field)
 
     def _require_link(self, guardian: str, child: int, child_is_minor: bool) -> None:
         state = self._children.get(child)
@@ -294,16 +485,16 @@ class GuardianRegistry:
         if state is None:
             return
         for guardian in list(state.links):
-            self._write({"op": "unlink", "child": child, "guardian": guardian})
+            self._write({"op": "unlink", "child": child, "guardian": guardian, "time": self._clock.now()})
             self._audit_write(AuditAction.LINK_ENDED_ADULT, guardian, child, "the child became an adult")
+            self._messages.get(child, {}).pop(guardian, None)
 
     # -- operations ----------------------------------------------------
     def link(self, guardian: str, child: int, token: str, *, child_known: bool, child_is_minor: bool) -> float:
         with self._lock:
             if not guardian:
                 raise GuardianError("invalid", "guardian_id: must be set")
-            if not self._verify_token(guardian, child, token):
-                raise self._deny(guardian, child, "consent token missing, forged or expired")
+            consent = self._verify_token(guardian, child, token)
             if not child_known:
                 raise GuardianError("precondition", "child_user_id: unknown user")
             if not child_is_minor:
@@ -311,10 +502,16 @@ class GuardianRegistry:
             state = self._children.setdefault(child, _Child())
             if guardian in state.links:
                 raise GuardianError("exists", "this guardian is already linked to this child")
+            now = self._clock.now()
+            self._prune_consent(now)
+            self._check_unused(guardian, child, consent)
             if len(state.links) >= MAX_GUARDIANS:
                 raise GuardianError("precondition", f"the child already has {MAX_GUARDIANS} guardians")
-            now = self._clock.now()
-            self._write({"op": "link", "child": child, "guardian": guardian, "time": now})
+            # The token's id rides in the link record itself: the link and
+            # the token's use are one durable write.
+            self._write({"op": "link", "child": child, "guardian": guardian, "time": now,
+                         "consent": consent.token_id, "consent_exp": consent.expires})
+            self._messages.get(child, {}).pop(guardian, None)
             self._audit_write(AuditAction.LINK, guardian, child, "linked with the child's consent")
             return now
 
@@ -323,9 +520,10 @@ class GuardianRegistry:
             state = self._children.get(child)
             if state is None or guardian not in state.links:
                 raise GuardianError("not_found", "no such link")
-            self._write({"op": "unlink", "child": child, "guardian": guardian})
+            self._write({"op": "unlink", "child": child, "guardian": guardian, "time": self._clock.now()})
             self._audit_write(AuditAction.UNLINK, guardian, child,
                               "unlinked by the child" if by_child else "unlinked by the guardian")
+            self._messages.get(child, {}).pop(guardian, None)
 
     def set_controls(self, guardian: str, child: int, *, child_is_minor: bool, suggestions_enabled: bool | None,
                      messaging: Messaging | None, add_removed: list[int]) -> Controls:
@@ -391,24 +589,31 @@ class GuardianRegistry:
             return [r for r in self._audit if r.child == child]
 
     def observe_message(self, sender: int, recipient: int, when: float) -> None:
-        """Count a message a linked child sent (ignored for everyone else)."""
+        """Count a message a linked child sent at ``when`` for each guardian
+        linked at or before ``when`` (ignored for everyone else): a guardian
+        sees only what the child did after that guardian's consent."""
         state = self._children.get(sender)
         if state is None or not state.links:
             return
         day = int(when // 86400)
         with self._lock:
-            counts = self._messages.setdefault(sender, {})
-            counts[(recipient, day)] = counts.get((recipient, day), 0) + 1
-            horizon = day - 8
-            for key in [k for k in counts if k[1] < horizon]:
-                del counts[key]
+            for guardian, since in state.links.items():
+                if when < since:
+                    continue
+                counts = self._messages.setdefault(sender, {}).setdefault(guardian, {})
+                counts[(recipient, day)] = counts.get((recipient, day), 0) + 1
+                horizon = day - 8
+                for key in [k for k in counts if k[1] < horizon]:
+                    del counts[key]
 
-    def message_days(self, child: int, now: float, days: int = 7) -> dict[int, dict[int, int]]:
-        """Contact -> {day number: messages} over the last ``days`` days."""
+    def message_days(self, child: int, now: float, days: int = 7, *, guardian: str) -> dict[int, dict[int, int]]:
+        """Contact -> {day number: messages} over the last ``days`` days,
+        counting only messages sent while ``guardian`` was linked (its
+        current link)."""
         first = int(now // 86400) - days + 1
         out: dict[int, dict[int, int]] = {}
         with self._lock:
-            for (contact, day), n in self._messages.get(child, {}).items():
+            for (contact, day), n in self._messages.get(child, {}).get(guardian, {}).items():
                 if day >= first:
                     out.setdefault(contact, {})[day] = n
         return out
@@ -417,6 +622,10 @@ class GuardianRegistry:
         if not child_is_minor:
             with self._lock:
                 self._end_links_for_adult(child)
+
+
+def _mark_ended(state: _Child, guardian: str, when: float) -> None:
+    state.ended[guardian] = max(state.ended.get(guardian, when), when)
 
 
 def _describe(old: Controls, new: Controls) -> str:

@@ -353,6 +353,10 @@ class ServingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc'
         self._shed_since_warn: dict[tuple[str, str], int] = {}
         self._last_warn = 0.0
 
+    @property
+    def authorizer(self) -> Authorizer | None:
+        return self._authorizer
+
     def lanes(self) -> dict[str, tuple[int, int]]:
         """{lane: (in flight, capacity)} for the metrics."""
         return {name: (lane.in_flight, lane.config.capacity) for name, lane in self._lanes.items()}

@@ -109,7 +109,7 @@ class Server:
         safety_service_pb2_grpc.add_SafetyServiceServicer_to_server(
             SafetyServicer(lambda: self.state), self.grpc_server)
         guardian_service_pb2_grpc.add_GuardianServiceServicer_to_server(
-            GuardianServicer(lambda: self.state), self.grpc_server)
+            GuardianServicer(lambda: self.state, self.interceptor.authorizer), self.grpc_server)
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.swapper.load, lambda: self.state.safety.policy), self.grpc_server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)

@@ -8,6 +8,12 @@ SPIFFE id). Roles and their methods live here, in code; which identities
 hold a role is configuration (``--client-role ROLE=IDENTITY``; by default
 an identity equal to the role's name holds it).
 
+Some calls are also checked on a field: ``UnlinkGuardian`` with
+``requested_by_child=true`` speaks for the child, whose own app reaches us
+through the messaging backend; with ``false`` it speaks for the guardian,
+who reaches us through the guardian portal (``CHILD_REQUEST_ROLES``,
+``GUARDIAN_REQUEST_ROLES``). Neither may speak for the other.
+
 Without ``client_ca`` (server-side TLS only, or plaintext on loopback)
 there is no client identity and no per-method check.
 """
@@ -20,8 +26,9 @@ from pathlib import Path
 
 import grpc
 
-__all__ = ["ROLES", "ROLE_METHODS", "OPEN_SERVICES", "TRUSTED_ROLES", "TlsConfig", "Authorizer",
-           "caller_roles", "parse_role_assignments", "peer_identities", "server_credentials"]
+__all__ = ["ROLES", "ROLE_METHODS", "OPEN_SERVICES", "TRUSTED_ROLES", "CHILD_REQUEST_ROLES",
+           "GUARDIAN_REQUEST_ROLES", "TlsConfig", "Authorizer", "caller_roles", "parse_role_assignments",
+           "peer_identities", "server_credentials"]
 
 # Roles and the methods (full names "/package.Service/Method", or a whole
 # service "/package.Service/*") each may call.
@@ -32,6 +39,9 @@ ROLE_METHODS: Mapping[str, tuple[str, ...]] = {
         "/contactgraph.v1.SuggestionService/SuggestContacts",
         "/contactgraph.v1.SafetyService/*",
         "/contactgraph.v1.GraphService/*",
+        # Only with requested_by_child=true (the child's own app), checked
+        # by the servicer against CHILD_REQUEST_ROLES.
+        "/contactgraph.v1.GuardianService/UnlinkGuardian",
     ),
     # Trust-and-safety tools: why someone was or was not suggested, and the
     # full state of a pair (every friend in common, TRUSTED_ROLES).
@@ -47,6 +57,12 @@ ROLES = tuple(ROLE_METHODS)
 # common who are hidden minors). Everyone else, and every caller without
 # mutual TLS (no verified identity), gets what a user may be shown.
 TRUSTED_ROLES = frozenset({"trust-and-safety"})
+
+# Who may send UnlinkGuardian with requested_by_child=true (the child's
+# app, through the messaging backend) and with false (the guardian, through
+# the guardian portal).
+CHILD_REQUEST_ROLES = frozenset({"messaging-backend"})
+GUARDIAN_REQUEST_ROLES = frozenset({"guardian-portal"})
 # Any authenticated client may use these (load balancers, grpcurl).
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
@@ -144,7 +160,11 @@ class Authorizer:
         if self.is_open(method):
             return True
         wanted = self.roles_for(method) if roles is None else roles
-        return any(self._roles.get(identity, frozenset()) & wanted for identity in identities)
+        return self.holds(identities, wanted)
+
+    def holds(self, identities: Iterable[str], roles: frozenset[str]) -> bool:
+        """Whether any of the caller's identities holds one of ``roles``."""
+        return any(self._roles.get(identity, frozenset()) & roles for identity in identities)
 
 
 def add_port(server: grpc.Server, address: str, tls: TlsConfig | None) -> int:

@@ -19,6 +19,7 @@ from service.safety.engine import effective_bands
 from service.safety.guardian import Controls, GuardianError, Messaging
 from service.server.state import ServingState
 from service.server.status import abort, invalid_argument
+from service.server.tls import CHILD_REQUEST_ROLES, GUARDIAN_REQUEST_ROLES, Authorizer, peer_identities
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _CODES = {
 
 def _fail(context: grpc.ServicerContext, err: GuardianError) -> NoReturn:
     code, reason = _CODES[err.kind]
-    abort(context, code, str(err), reason)
+    abort(context, code, str(err), err.reason or reason, **({"field": err.field} if err.field else {}))
 
 
 def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -52,8 +53,11 @@ def _day(day: int) -> str:
 
 
 class GuardianServicer(guardian_service_pb2_grpc.GuardianServiceServicer):
-    def __init__(self, state: Callable[[], ServingState]) -> None:
+    def __init__(self, state: Callable[[], ServingState], authorizer: Authorizer | None = None) -> None:
+        """``authorizer``: the mutual-TLS role check (None without mutual
+        TLS: no client identity, no check)."""
         self._state = state
+        self._authorizer = authorizer
 
     def _child(self, child: int, context: grpc.ServicerContext) -> tuple[bool, bool]:
         """(known, minor) for a child id."""
@@ -78,6 +82,16 @@ class GuardianServicer(guardian_service_pb2_grpc.GuardianServiceServicer):
 
     def UnlinkGuardian(self, request: pb.UnlinkGuardianRequest,
                        context: grpc.ServicerContext) -> pb.UnlinkGuardianResponse:
+        if self._authorizer is not None:
+            by_child = request.requested_by_child
+            identities = peer_identities(context)
+            if not self._authorizer.holds(identities, CHILD_REQUEST_ROLES if by_child else GUARDIAN_REQUEST_ROLES):
+                who = "the child (the child's app, through the messaging backend)" if by_child else \
+                    "the guardian (through the guardian portal)"
+                _fail(context, self._state().safety.guardians.record_denial(
+                    request.guardian_id, request.child_user_id,
+                    f"requested_by_child: client {', '.join(identities) or '(no identity)'} may not unlink "
+                    f"on behalf of {who}", reason="REQUESTER_NOT_ALLOWED", field="requested_by_child"))
         try:
             self._state().safety.guardians.unlink(request.guardian_id, request.child_user_id,
                                                   by_child=request.requested_by_child)
@@ -114,7 +128,8 @@ class GuardianServicer(guardian_service_pb2_grpc.GuardianServiceServicer):
             _fail(context, err)
         now = state.store.clock.now()
         overview = pb.GuardianOverview(controls=_controls(controls))
-        for contact, days in sorted(safety.guardians.message_days(request.child_user_id, now).items()):
+        for contact, days in sorted(safety.guardians.message_days(request.child_user_id, now,
+                                                                            guardian=request.guardian_id).items()):
             entry = overview.contacts.add(user_id=contact)
             for day, n in sorted(days.items()):
                 entry.daily_messages.add(day=_day(day), count=n)

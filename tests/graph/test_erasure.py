@@ -484,10 +484,11 @@ class TestGuardianJournal:
         path = tmp_path / "guardian" / "journal.jsonl"
         reg = self._history(path, clock)
         assert str(X) in path.read_text()
+        assert reg.message_days(X, clock.now(), guardian="g-x")
         changed = reg.forget_erased(lambda ids: {X} & set(ids))
         assert changed > 0
         assert reg.links_of(X) == {} and reg.audit_of(X) == [] and reg.effective(X) is None
-        assert reg.message_days(X, clock.now()) == {}
+        assert reg.message_days(X, clock.now(), guardian="g-x") == {}
         links = reg.links_of(C)
         alias = next(g for g in links if g.startswith(ERASED_GUARDIAN_PREFIX))
         assert set(links) == {alias, "g-c"}

@@ -30,6 +30,7 @@ from contactgraph.v1 import (
     suggestion_service_pb2_grpc,
 )
 from service.server.config import ServerConfig
+from service.safety.guardian import issue_consent_token
 from service.cli.probe import Endpoint, ProbeError, suggest
 from service.server.tls import Authorizer, ClientTls, TlsConfig, parse_role_assignments
 
@@ -253,6 +254,56 @@ class TestMutualTls:
         with _channel(mtls.target, pki.ca.pem, pki.clients["trust-and-safety"]) as channel:
             graph = graph_service_pb2_grpc.GraphServiceStub(channel)
             assert graph.GetRelationship(ask, timeout=10).mutual_friend_count == 6
+
+
+GUARDIAN_KEY = b"tls-test-guardian-key-0123456789ab"
+
+
+def _unlink_code(channel: grpc.Channel, by_child: bool) -> tuple[grpc.StatusCode, str]:
+    stub = guardian_service_pb2_grpc.GuardianServiceStub(channel)
+    try:
+        stub.UnlinkGuardian(guardian_service_pb2.UnlinkGuardianRequest(guardian_id="g", child_user_id=30,
+                                                                       requested_by_child=by_child), timeout=5)
+    except grpc.RpcError as err:
+        return err.code(), err.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+class TestRequestedByChild:
+    @pytest.mark.parametrize("client, by_child, allowed", [
+        ("messaging-backend", True, True),
+        ("messaging-backend", False, False),
+        ("guardian-portal", False, True),
+        ("guardian-portal", True, False),
+        ("trust-and-safety", True, False),
+        ("stranger", False, False),
+    ])
+    def test_who_may_speak_for_whom(self, pki: Pki, server_factory: Callable[..., RunningServer], client: str,
+                                    by_child: bool, allowed: bool) -> None:
+        """UnlinkGuardian with requested_by_child=true speaks for the child,
+        whose app reaches us through the messaging backend; false speaks for
+        the guardian, through the guardian portal. Either role speaking for
+        the other is PERMISSION_DENIED naming requested_by_child, and the
+        link stays."""
+        running = server_factory(tls=TlsConfig(pki.server.cert, pki.server.key, pki.ca.pem),
+                                 guardian_key=GUARDIAN_KEY)
+        with _channel(running.target, pki.ca.pem, pki.clients["guardian-portal"]) as portal:
+            guardians = guardian_service_pb2_grpc.GuardianServiceStub(portal)
+            guardians.LinkGuardian(guardian_service_pb2.LinkGuardianRequest(
+                guardian_id="g", child_user_id=30,
+                consent_token=issue_consent_token(GUARDIAN_KEY, "g", 30, running.clock.now())), timeout=5)
+        with _channel(running.target, pki.ca.pem, pki.clients[client]) as channel:
+            code, details = _unlink_code(channel, by_child)
+        if allowed:
+            assert code == grpc.StatusCode.OK
+        else:
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+        with _channel(running.target, pki.ca.pem, pki.clients["guardian-portal"]) as portal:
+            links = guardian_service_pb2_grpc.GuardianServiceStub(portal).GetGuardianTransparency(
+                TRANSPARENCY, timeout=5).links
+        assert [lnk.guardian_id for lnk in links] == ([] if allowed else ["g"])
+        if not allowed and client in ("messaging-backend", "guardian-portal"):
+            assert "requested_by_child" in details
 
 
 class TestConfig:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from contactgraph.v1 import filter_reason_pb2, graph_service_pb2, graph_service_pb2_grpc
 from contactgraph.v1 import graph_events_pb2 as ev_pb
@@ -195,6 +197,26 @@ def code_of(call: Any) -> grpc.StatusCode:
     return err.value.code()
 
 
+def error_of(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str], str]:
+    """(code, ErrorInfo reason, ErrorInfo metadata, message) of a failed call."""
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    status = rpc_status.from_call(err.value)
+    assert status is not None and len(status.details) == 1
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    return err.value.code(), info.reason, dict(info.metadata), err.value.details() or ""
+
+
+def unlink(r: Running, guardian: str, child: int = CHILD, *, by_child: bool = False) -> None:
+    r.guardian.UnlinkGuardian(gpb.UnlinkGuardianRequest(guardian_id=guardian, child_user_id=child,
+                                                        requested_by_child=by_child), timeout=10)
+
+
+def daily_totals(got: gpb.GuardianOverview) -> dict[int, int]:
+    return {c.user_id: sum(d.count for d in c.daily_messages) for c in got.contacts}
+
+
 # --- linking ------------------------------------------------------------------
 
 
@@ -206,7 +228,7 @@ class TestLink:
         missing, malformed, forged, someone else's, expired or far-future
         tokens give PERMISSION_DENIED, and the denial is audited."""
         now = srv.clock.now()
-        tokens = {"forged-key": token(srv, "g", key=b"not-the-key"), "other-child": token(srv, "g", child=33),
+        tokens = {"forged-key": token(srv, "g", key=b"not-the-key-but-just-as-long-0001"), "other-child": token(srv, "g", child=33),
                   "other-guardian": token(srv, "someone-else"), "expired": token(srv, "g", at=now - 8 * 86400),
                   "future": token(srv, "g", at=now + 86400)}
         assert code_of(lambda: link(srv, "g", consent=tokens.get(consent, consent))) == grpc.StatusCode.PERMISSION_DENIED
@@ -400,6 +422,83 @@ class TestRestart:
         got = transparency(later)
         assert list(got.records) == []
         assert [lnk.guardian_id for lnk in got.links] == ["mum"] and not got.controls.suggestions_enabled
+
+
+class TestConsentSingleUse:
+    """Issue 20 item 3: a consent token links once."""
+
+    def test_replayed_token_refused_naming_the_field(self, srv: Running) -> None:
+        """Link with t, tighten, unlink: LinkGuardian with the same t is
+        PERMISSION_DENIED, ErrorInfo CONSENT_TOKEN_USED naming
+        consent_token, audited; the controls do not come back at defaults
+        under a revived link."""
+        consent = token(srv, "g")
+        link(srv, "g", consent=consent)
+        controls(srv, "g", messaging=MSG.GUARDIAN_MESSAGING_NO_ONE)
+        unlink(srv, "g")
+        code, reason, metadata, message = error_of(lambda: link(srv, "g", consent=consent))
+        assert (code, reason, metadata) == (grpc.StatusCode.PERMISSION_DENIED, "CONSENT_TOKEN_USED",
+                                            {"field": "consent_token"})
+        assert "consent_token" in message
+        assert list(transparency(srv).links) == []
+        assert records(srv)[-1] == (A.AUDIT_ACTION_DENIED, "g")
+        link(srv, "g")  # fresh consent links
+
+    def test_replay_after_adulthood_and_back_refused(self, srv: Running) -> None:
+        """A link that ended because the child became a (verified) adult is
+        not revived by the same token once the child's band is a minor's
+        again, nor by another token issued before the end."""
+        consent, spare = token(srv, "g"), token(srv, "g")
+        link(srv, "g", consent=consent)
+        srv.clock.advance(60)
+        apply(srv, profile(CHILD, age_band=profile_pb.AGE_BAND_ADULT, age_assurance=profile_pb.AGE_ASSURANCE_VERIFIED))
+        assert list(transparency(srv).links) == []
+        apply(srv, profile(CHILD, age_band=profile_pb.AGE_BAND_16_17, age_assurance=profile_pb.AGE_ASSURANCE_VERIFIED))
+        assert error_of(lambda: link(srv, "g", consent=consent))[:2] == (grpc.StatusCode.PERMISSION_DENIED,
+                                                                         "CONSENT_TOKEN_USED")
+        assert error_of(lambda: link(srv, "g", consent=spare))[:2] == (grpc.StatusCode.PERMISSION_DENIED,
+                                                                       "CONSENT_TOKEN_PREDATES_UNLINK")
+        assert [lnk.guardian_id for lnk in transparency(srv).links] == []
+        link(srv, "g")  # the child, a minor again, consents again
+
+    def test_remembered_across_restart_and_hot_swap(self, cluster: Cluster) -> None:
+        """Used tokens and link ends are in the guardian journal: after a
+        restart, and after a snapshot hot swap, the used token and an older
+        unused one are still refused."""
+        first = cluster.start()
+        consent, spare = token(first, "g"), token(first, "g")
+        link(first, "g", consent=consent)
+        first.clock.advance(60)
+        unlink(first, "g", by_child=True)
+        cluster.stop(first)
+        second = cluster.start(clock_at=SERVE_TIME + 120)
+        assert error_of(lambda: link(second, "g", consent=consent))[1] == "CONSENT_TOKEN_USED"
+        assert error_of(lambda: link(second, "g", consent=spare))[1] == "CONSENT_TOKEN_PREDATES_UNLINK"
+        second.server.swapper.load(cluster.snapshot)
+        assert error_of(lambda: link(second, "g", consent=consent))[1] == "CONSENT_TOKEN_USED"
+        assert error_of(lambda: link(second, "g", consent=spare))[1] == "CONSENT_TOKEN_PREDATES_UNLINK"
+        assert list(transparency(second).links) == []
+
+
+class TestPerLinkOverview:
+    """Issue 20 item 5: a guardian sees only activity since its own link."""
+
+    def test_later_guardian_sees_only_messages_since_its_link(self, srv: Running) -> None:
+        """mum links, the child writes twice to 2; a minute later dad links
+        and the child writes once to 33: dad sees only that one, mum all
+        three. mum unlinks and links again: she starts from nothing."""
+        link(srv, "mum")
+        apply(srv, message(CHILD, ADULT_FRIEND), message(CHILD, ADULT_FRIEND))
+        srv.clock.advance(60)
+        link(srv, "dad")
+        apply(srv, message(CHILD, SAFE_FOR_CHILD))
+        assert daily_totals(overview(srv, "dad")) == {SAFE_FOR_CHILD: 1}
+        assert daily_totals(overview(srv, "mum")) == {ADULT_FRIEND: 2, SAFE_FOR_CHILD: 1}
+        srv.clock.advance(60)
+        unlink(srv, "mum")
+        link(srv, "mum")
+        assert daily_totals(overview(srv, "mum")) == {}
+        assert daily_totals(overview(srv, "dad")) == {SAFE_FOR_CHILD: 1}
 
 
 # --- SafetyService ------------------------------------------------------------------
