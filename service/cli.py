@@ -32,7 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from graph.errors import WalError
 
     from . import logs
-    from .config import ServerConfig, WalConfig
+    from .config import ServerConfig, WalConfig, load_page_token_keys
     from .safety.policy import PolicyError
     from .server import PortInUse, build_safety, serve
     from .state import open_serving
@@ -55,6 +55,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             allow_remote_plaintext=args.allow_remote_plaintext,
             policy_path=Path(args.policy) if args.policy else None,
             data_dir=data_dir, wal=wal, watch_interval_s=args.watch_interval,
+            token_keys=load_page_token_keys(args.page_token_key_file, os.environ),
             **_serving_options(args),
             **({"guardian_key": key} if key else {}))
         clock = SystemClock()
@@ -491,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve plaintext on a non-loopback host (off by default)")
     p.add_argument("--policy", metavar="FILE", help="safety policy (TOML); reloaded on SIGHUP")
     p.add_argument("--guardian-key-file", metavar="FILE", help="key that verifies guardian consent tokens")
+    p.add_argument("--page-token-key-file", metavar="FILE",
+                   help="page token keys, one base64 32-byte key per line: the first seals, all open "
+                        "(rotation); default: $CONTACTGRAPH_PAGE_TOKEN_KEY, else a random key per process")
     p.add_argument("--data-dir", metavar="DIR",
                    help="durable service state (guardian links and audit); default: the snapshot's parent")
     p.add_argument("--wal-dir", metavar="DIR", help="write-ahead log directory; default: DATA_DIR/wal")
