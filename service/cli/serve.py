@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from graph.errors import WalError
 
     from service.server import logs
-    from service.server.config import ServerConfig, WalConfig
+    from service.server.config import ServerConfig, WalConfig, load_page_token_keys
     from service.safety.policy import PolicyError
     from service.server.server import PortInUse, build_safety, serve
     from service.server.state import open_serving
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             allow_remote_plaintext=args.allow_remote_plaintext,
             policy_path=Path(args.policy) if args.policy else None,
             data_dir=data_dir, wal=wal, watch_interval_s=args.watch_interval,
+            token_keys=load_page_token_keys(args.page_token_key_file, os.environ),
             **_serving_options(args),
             **({"guardian_key": key} if key else {}))
         clock = SystemClock()
@@ -115,6 +116,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="serve plaintext on a non-loopback host (off by default)")
     p.add_argument("--policy", metavar="FILE", help="safety policy (TOML); reloaded on SIGHUP")
     p.add_argument("--guardian-key-file", metavar="FILE", help="key that verifies guardian consent tokens")
+    p.add_argument("--page-token-key-file", metavar="FILE",
+                   help="page token keys, one base64 32-byte key per line: the first seals, all open "
+                        "(rotation); default: $CONTACTGRAPH_PAGE_TOKEN_KEY, else a random key per process")
     p.add_argument("--data-dir", metavar="DIR",
                    help="durable service state (guardian links and audit); default: the snapshot's parent")
     p.add_argument("--wal-dir", metavar="DIR", help="write-ahead log directory; default: DATA_DIR/wal")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,9 @@ DEFAULT_PORT = 50051
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_BATCH_EVENTS = 1000
+# Page token secrets shorter than this are refused (the configured format,
+# parse_page_token_keys, is exactly 32 bytes).
+MIN_KEY_BYTES = 16
 
 
 DEFAULT_WAL_SEGMENT_BYTES = 64 << 20
@@ -44,8 +50,11 @@ class ServerConfig:
     # They are CPU-bound under one GIL: on two cores, 2 beat 8 in the
     # serving bench (more threads only add GIL hand-offs).
     workers: int = 2
-    # Signs page tokens. A random key means tokens die with the process.
-    token_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # Page token keys (service/servicers/page_token.py): the first seals new tokens,
+    # every one opens them (rotation). Empty: a random key per process, so
+    # tokens die with it (the server logs a warning); see
+    # ``load_page_token_keys`` for where they come from.
+    token_keys: tuple[bytes, ...] = field(default=(), repr=False)
     token_ttl_s: float = 600.0
     grace_s: float = 5.0
     allow_remote_plaintext: bool = False
@@ -99,6 +108,9 @@ class ServerConfig:
             raise ValueError("queues must not be negative and every lane needs at least one worker")
         if not self.queue_timeout_s > 0:
             raise ValueError("queue timeout must be positive")
+        for i, key in enumerate(self.token_keys):
+            if len(key) < MIN_KEY_BYTES:
+                raise ValueError(f"page token key {i + 1} is {len(key)} bytes; at least {MIN_KEY_BYTES} needed")
         if self.max_request_bytes < 1024:
             raise ValueError("max_request_bytes must be at least 1024")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -107,6 +119,51 @@ class ServerConfig:
             raise ValueError(
                 f"host {self.host} is not loopback: plaintext gRPC is only served on loopback "
                 "unless explicitly allowed")
+
+
+PAGE_TOKEN_KEY_ENV = "CONTACTGRAPH_PAGE_TOKEN_KEY"
+PAGE_TOKEN_KEY_BYTES = 32
+
+
+def parse_page_token_keys(text: str, source: str) -> tuple[bytes, ...]:
+    """Page token keys from text: one key per line (or, on one line,
+    separated by commas), each the standard or URL-safe base64 of exactly
+    32 random bytes (``openssl rand -base64 32``); blank lines and lines
+    starting with ``#`` are skipped. The first key seals new tokens, all of
+    them open tokens. Raises ValueError naming ``source`` and the line,
+    never echoing a key."""
+    keys: list[bytes] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        for item in (part.strip() for part in line.split(",")):
+            if not item:
+                continue
+            try:
+                key = base64.b64decode(item.replace("-", "+").replace("_", "/") + "=" * (-len(item) % 4),
+                                       validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"{source} line {number}: a page token key must be base64") from None
+            if len(key) != PAGE_TOKEN_KEY_BYTES:
+                raise ValueError(f"{source} line {number}: a page token key must be {PAGE_TOKEN_KEY_BYTES} "
+                                 f"bytes (base64 of 32 random bytes), got {len(key)}")
+            keys.append(key)
+    if not keys:
+        raise ValueError(f"{source} holds no page token key")
+    return tuple(keys)
+
+
+def load_page_token_keys(key_file: str | Path | None, environ: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The configured page token keys: from ``key_file`` when given (the
+    flag wins), else from the CONTACTGRAPH_PAGE_TOKEN_KEY variable, else
+    none (the server then uses a random key and warns)."""
+    if key_file is not None:
+        return parse_page_token_keys(Path(key_file).read_text(), f"page token key file {key_file}")
+    value = environ.get(PAGE_TOKEN_KEY_ENV)
+    if value is not None and value.strip():
+        return parse_page_token_keys(value, PAGE_TOKEN_KEY_ENV)
+    return ()
 
 
 def _is_loopback(host: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 
@@ -28,7 +29,12 @@ _PROTO_REASON = {r: suggestion_service_pb2.SuggestionReason.Value(r.value) for r
 class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
     def __init__(self, state: Callable[[], ServingState], config: ServerConfig) -> None:
         self._state = state
-        self._tokens = PageTokens(config.token_key, config.token_ttl_s)
+        keys = config.token_keys
+        if not keys:
+            log.warning("no page token key configured (--page-token-key-file or CONTACTGRAPH_PAGE_TOKEN_KEY): "
+                        "using a random one; page tokens will not survive a restart or work on another server")
+            keys = (secrets.token_bytes(32),)
+        self._tokens = PageTokens(keys, config.token_ttl_s)
 
     def SuggestContacts(self, request: suggestion_service_pb2.SuggestContactsRequest,
                         context: grpc.ServicerContext) -> suggestion_service_pb2.SuggestContactsResponse:
@@ -69,6 +75,12 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
             add(user_id=user_id, score=score, reasons=[_PROTO_REASON[r] for r in ranked.reasons[i]],
                 mutual_friend_count=mutual)
         walked = list(shown) + page_ids
+        # A user erased since the last page is never shown again; the token
+        # reissued now must not carry their id on (it is encrypted, but it
+        # is still their data).
+        erased = state.store.erased_subset(walked)
+        if erased:
+            walked = [u for u in walked if u not in erased]
         state.pipeline.finish(request.user_id, surface, page_ids, [ranked.reasons[i] for i in picked], now)
         if fresh.shape[0] > page.shape[0] and len(walked) < MAX_WALK:
             response.next_page_token = self._tokens.issue(request.user_id, int(surface), state.snapshot_id,

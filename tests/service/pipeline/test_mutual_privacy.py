@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from tests.support.safety_oracle import Harness, build, world_plans
 
 from graph.model import Surface
-from tests.support.safety_oracle import Harness, build, world_plans
 from service.pipeline.explain import explain
 from service.pipeline.reasons import SuggestionReason
 
@@ -258,9 +258,12 @@ class TestOverGrpc:
         common before and after T befriends V's hidden friends (13_15, under
         13, banned), on both surfaces, in ExplainSuggestion and in
         GetRelationship (plaintext: no verified caller, so untrusted)."""
-        from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
+        from contactgraph.v1 import (
+            graph_service_pb2,
+            graph_service_pb2_grpc,
+            suggestion_service_pb2_grpc,
+        )
         from contactgraph.v1 import suggestion_service_pb2 as spb
-        from contactgraph.v1 import suggestion_service_pb2_grpc
 
         graph = graph_service_pb2_grpc.GraphServiceStub(fresh_channel)
         suggestions = suggestion_service_pb2_grpc.SuggestionServiceStub(fresh_channel)

@@ -392,8 +392,8 @@ class TestPageTokens:
         other_dir = tmp_path / "other"
         rebuild([*tiny_network.log_paths, extra], other_dir, clock=ManualClock(tiny_network.snapshot_time))
         key = b"k" * 32
-        a = server_factory(token_key=key)
-        b = server_factory(other_dir, token_key=key)
+        a = server_factory(token_keys=(key,))
+        b = server_factory(other_dir, token_keys=(key,))
         assert a.server.state.snapshot_id != b.server.state.snapshot_id
         with grpc.insecure_channel(a.target) as ca, grpc.insecure_channel(b.target) as cb:
             token = suggest(ca, 1, page_size=2).next_page_token

@@ -1,5 +1,5 @@
-"""service/servicers/page_token.py: opaque, signed page tokens bound to viewer,
-surface and snapshot, that expire."""
+"""service/servicers/page_token.py: opaque (encrypted and authenticated) page
+tokens bound to viewer, surface and snapshot, that expire; keys that rotate."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def _b64(data: bytes) -> str:
 
 
 def _signed(body: bytes, tokens: PageTokens | None = None) -> str:
-    """A token whose body is ``body``, correctly signed with the key."""
-    return f"{_b64(body)}.{_b64((tokens or _tokens())._sign(body))}"
+    """A token whose body is ``body``, correctly sealed with the key."""
+    return (tokens or _tokens())._seal(body)
 
 
 class TestRoundTrip:
@@ -95,10 +95,10 @@ class TestTamper:
                 assert state == original, (i, new)
         assert refused > len(token) * 4
 
-    @pytest.mark.parametrize("part", [0, 1], ids=["body", "signature"])
+    @pytest.mark.parametrize("part", [0, 1], ids=["nonce", "ciphertext"])
     def test_each_flipped_byte_is_refused(self, part: int) -> None:
-        """Flipping any byte of the body or of the signature is refused as
-        not issued by this service."""
+        """Flipping any byte of the nonce or of the ciphertext (with its
+        tag) is refused as not issued by this service."""
         pieces = _issue().split(".")
         raw = base64.urlsafe_b64decode(pieces[part] + "=" * (-len(pieces[part]) % 4))
         for i in range(len(raw)):
@@ -109,7 +109,7 @@ class TestTamper:
                 _read(".".join(altered))
 
     def test_signature_of_another_token_is_refused(self) -> None:
-        """A body with the signature of another genuine token is refused."""
+        """A nonce with the ciphertext of another genuine token is refused."""
         a = _issue(shown=[1]).split(".")
         b = _issue(shown=[1, 2]).split(".")
         with pytest.raises(PageTokenError):
@@ -133,7 +133,7 @@ class TestTamper:
     ], ids=["not-zlib", "not-json", "not-object", "missing-keys", "bad-viewer", "shown-not-list",
             "shown-not-ints"])
     def test_signed_but_malformed_payload_is_malformed(self, body: bytes) -> None:
-        """A correctly signed body that does not hold a token's fields is
+        """A correctly sealed body that does not hold a token's fields is
         refused as malformed (defence in depth should the key leak)."""
         with pytest.raises(PageTokenError, match="malformed"):
             _read(_signed(body))
@@ -199,3 +199,77 @@ class TestBindings:
     def test_error_is_a_value_error(self) -> None:
         """PageTokenError is a ValueError, the family of bad-input errors."""
         assert issubclass(PageTokenError, ValueError)
+
+
+# Ids large enough that their spellings cannot turn up in random bytes by
+# chance (13 decimal digits, 6-byte varints).
+BIG_IDS = [10**12 + 7 * i + 3 for i in range(40)]
+BIG_VIEWER = 4_398_046_511_104 + 17
+
+
+def _spellings(uid: int) -> list[bytes]:
+    """Ways an id could be written in a token: decimal text, JSON, varint,
+    and 8-byte integers either way round."""
+    varint = bytearray()
+    n = uid
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        varint.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    return [str(uid).encode(), json.dumps(uid).encode(), bytes(varint), uid.to_bytes(8, "big"),
+            uid.to_bytes(8, "little")]
+
+
+def _readable(token: str) -> list[bytes]:
+    """Everything a reader without the key gets from a token: each part
+    base64-decoded, and decompressed where it decompresses."""
+    out = []
+    for part in token.split("."):
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        out.append(raw)
+        for wbits in (15, -15, 31):
+            try:
+                out.append(zlib.decompress(raw, wbits))
+            except zlib.error:
+                pass
+    return out
+
+
+class TestOpaque:
+    def test_no_user_id_in_clear(self) -> None:
+        """Neither the viewer nor any shown id can be read from a token:
+        decoded (and decompressed where possible) it holds none of their
+        decimal, JSON, varint or 8-byte spellings."""
+        token = _issue(viewer=BIG_VIEWER, shown=BIG_IDS)
+        assert _read(token, viewer=BIG_VIEWER).shown == tuple(BIG_IDS)
+        readable = _readable(token)
+        for uid in [BIG_VIEWER, *BIG_IDS]:
+            for spelling in _spellings(uid):
+                assert not any(spelling in blob for blob in readable), uid
+
+    def test_same_state_twice_gives_different_tokens(self) -> None:
+        """Each token has a fresh nonce: two tokens of the same walk do not
+        even show that they are equal."""
+        assert _issue() != _issue()
+
+
+class TestKeys:
+    def test_rotation_old_key_second_opens_old_tokens(self) -> None:
+        """Keys (new, old): tokens sealed with old still open; new tokens
+        are sealed with new, so a reader with only old refuses them."""
+        old, new = b"o" * 32, b"n" * 32
+        token = _issue(PageTokens(old, TTL))
+        rotated = PageTokens([new, old], TTL)
+        assert _read(token, rotated).shown == tuple(SHOWN)
+        fresh = _issue(rotated)
+        assert _read(fresh, PageTokens(new, TTL)).shown == tuple(SHOWN)
+        with pytest.raises(PageTokenError, match="not issued by this service"):
+            _read(fresh, PageTokens(old, TTL))
+
+    def test_short_or_missing_keys_are_refused(self) -> None:
+        """A key under 16 bytes, or no key at all, is a ValueError."""
+        with pytest.raises(ValueError, match="at least 16 bytes"):
+            PageTokens(b"short", TTL)
+        with pytest.raises(ValueError, match="at least one key"):
+            PageTokens([], TTL)
