@@ -116,6 +116,21 @@ def expect_invalid(call: object, field: str) -> tuple[str, error_details_pb2.Err
     return text, info
 
 
+def expect_already_exists(call: object, field: str) -> None:
+    """Run ``call``; it must fail with ALREADY_EXISTS naming ``field`` in the
+    message and in its one ErrorInfo (reason EVENT_ID_REUSED)."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    err = caught.value
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
+    assert field in str(err.details()), err.details()
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status"
+    info = error_details_pb2.ErrorInfo()
+    assert len(status.details) == 1 and status.details[0].Unpack(info), status
+    assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", "contactgraph.v1", field)
+
+
 def walk(channel: grpc.Channel, user_id: int, page_size: int,
          surface: int = NEW) -> list[suggestion_service_pb2.SuggestContactsResponse]:
     pages = [suggest(channel, user_id, page_size=page_size, surface=surface)]
@@ -490,19 +505,46 @@ class TestApplyEvents:
 
     def test_event_id_from_the_snapshot_logs_is_a_duplicate(self, fresh_server: RunningServer,
                                                             fresh_channel: grpc.Channel) -> None:
-        """An event id the rebuild already applied (edge CSV and JSON lines
-        alike) counts as a duplicate live and changes nothing: the retried
-        ids here carry an unfollow and an unblock that must not happen."""
+        """A retry of an event the rebuild already applied (edge CSV and JSON
+        lines alike: same id, same content) counts as a duplicate live and
+        changes nothing; the same ids carrying an unfollow and an unblock
+        are refused (ALREADY_EXISTS) and those must not happen either."""
         store = fresh_server.server.state.store
-        response = apply(fresh_channel, edge("unfollow", 1, 2, "c-0"), edge("unblock", 43, 1, "j-1"))
+        watermark = store.watermark
+        response = apply(fresh_channel, edge("follow", 1, 2, "c-0"), edge("block", 43, 1, "j-1"))
         assert (response.applied, response.duplicates) == (0, 2)
+        for i, batch in enumerate(([edge("unfollow", 1, 2, "c-0")], [message(14, 1, "c-new"),
+                                                                      edge("unblock", 43, 1, "j-1")])):
+            expect_already_exists(lambda: apply(fresh_channel, *batch), f"events[{i}].event_id")
+        assert store.watermark == watermark
         assert store.is_friend(store.row(1), store.row(2))
         assert store.is_blocked_either(store.row(1), store.row(43))
 
     def test_repeated_id_within_a_batch_is_a_duplicate(self, fresh_channel: grpc.Channel) -> None:
-        """An event id repeated inside one batch is applied once."""
+        """An event id repeated inside one batch (same content) is applied once."""
         response = apply(fresh_channel, message(14, 1, "same"), message(14, 1, "same"))
         assert (response.applied, response.duplicates) == (1, 1)
+
+    def test_id_reused_for_another_event_is_refused(self, fresh_server: RunningServer,
+                                                    fresh_channel: grpc.Channel) -> None:
+        """Issue 20: a block sent with the id of an earlier follow is
+        ALREADY_EXISTS naming events[i].event_id (reason EVENT_ID_REUSED), the
+        whole batch applies nothing; so is the same id twice in one batch
+        with other content. An exact retry stays a duplicate."""
+        store = fresh_server.server.state.store
+        assert apply(fresh_channel, edge("follow", 15, 16, "k-1")).applied == 1
+        watermark = store.watermark
+        expect_already_exists(lambda: apply(fresh_channel, message(14, 1, "k-2"), edge("block", 15, 16, "k-1")),
+                              "events[1].event_id")
+        expect_already_exists(
+            lambda: apply(fresh_channel, edge("block", 15, 11, "k-3"), edge("follow", 15, 11, "k-3")),
+            "events[1].event_id")
+        assert store.watermark == watermark
+        assert "k-2" not in store.seen_ids and "k-3" not in store.seen_ids
+        assert not store.is_blocked_either(store.row(15), store.row(16))
+        assert not store.is_blocked_either(store.row(15), store.row(11))
+        retry = apply(fresh_channel, edge("follow", 15, 16, "k-1"), message(14, 1, "k-2"))
+        assert (retry.applied, retry.duplicates) == (1, 1)
 
     def test_watermark_counts_applied_events(self, fresh_server: RunningServer,
                                              fresh_channel: grpc.Channel) -> None:
