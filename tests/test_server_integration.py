@@ -698,6 +698,64 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     raise AssertionError(f"no line from the server within {timeout}s (exit code {proc.poll()})")
 
 
+# Bytes no protobuf message decodes: a tag varint longer than ten bytes, and
+# a length-delimited field 1 that claims more bytes than follow.
+GARBAGE = (b"\xff" * 11, b"\x0a\x05ab")
+
+
+def _unary_methods() -> list[tuple[str, type]]:
+    """Every unary method the server serves (ours and health's Check), as
+    (full method path, request class)."""
+    from google.protobuf import message_factory as factory
+    from grpc_health.v1 import health_pb2 as hp
+    pool = descriptor_pool.Default()
+    methods = []
+    for name in (*SERVICE_NAMES, "grpc.health.v1.Health"):
+        service = pool.FindServiceByName(name)
+        for m in service.methods:
+            if not m.client_streaming and not m.server_streaming:
+                methods.append((f"/{service.full_name}/{m.name}", factory.GetMessageClass(m.input_type)))
+    assert hp.HealthCheckRequest in [cls for _, cls in methods]
+    return methods
+
+
+class TestUndecodableRequests:
+    @pytest.mark.parametrize("garbage", GARBAGE)
+    def test_every_unary_method_answers_invalid_argument(self, channel: grpc.Channel, garbage: bytes) -> None:
+        """Bytes that are no valid request message get INVALID_ARGUMENT with
+        an ErrorInfo naming the request (reason UNDECODABLE_REQUEST), not
+        gRPC's INTERNAL "Exception deserializing request!", from every
+        method of every service."""
+        methods = _unary_methods()
+        assert len(methods) > 10
+        for path, request_class in methods:
+            with pytest.raises(Exception):
+                request_class().ParseFromString(garbage)  # the bytes really are undecodable
+            call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as caught:
+                call(garbage, timeout=10)
+            text, info = invalid_argument(caught.value)
+            assert "deserializing" not in text and "not a valid" in text, (path, text)
+            assert (info.reason, info.metadata["field"]) == ("UNDECODABLE_REQUEST", "request"), path
+
+    def test_reflection_stream_answers_invalid_argument(self, channel: grpc.Channel) -> None:
+        """A streaming method (server reflection) refuses an undecodable
+        message in its request stream the same way."""
+        call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call(iter([GARBAGE[0]]), timeout=10))
+        invalid_argument(caught.value)
+
+    def test_valid_bytes_still_served(self, channel: grpc.Channel) -> None:
+        """The raw path itself works: health's Check with valid bytes."""
+        from grpc_health.v1 import health_pb2 as hp
+        call = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None,
+                                   response_deserializer=None)
+        response = hp.HealthCheckResponse.FromString(call(hp.HealthCheckRequest().SerializeToString(), timeout=10))
+        assert response.status == hp.HealthCheckResponse.SERVING
+
+
 class TestCommandLine:
     def test_serve_probe_and_sigterm(self, tiny_network: TinyNetwork, tmp_path: Path) -> None:
         """`contactgraph serve --port 0` prints the port it chose; `probe
