@@ -40,6 +40,8 @@ from service.config import ServerConfig
 from service.server import SERVICE_NAMES, PortInUse, create_server
 from service.state import ServingState
 
+from tests.conftest import SERVE_TIME
+
 if TYPE_CHECKING:
     from conftest import RunningServer, TinyNetwork
 
@@ -75,21 +77,29 @@ def apply(channel: grpc.Channel, *events: ev_pb.GraphEvent) -> graph_service_pb2
     return response
 
 
+def serve_time_stamp() -> timestamp_pb2.Timestamp:
+    """event_time of the helpers' events: the test servers' clock at start
+    (what a missing time used to mean; event_time is required now)."""
+    return timestamp_pb2.Timestamp(seconds=int(SERVE_TIME))
+
+
 def edge(kind: str, actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, **{kind: ev_pb.Edge(actor_id=actor, target_id=target)})
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
+                            **{kind: ev_pb.Edge(actor_id=actor, target_id=target)})
 
 
 def message(actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, interaction=ev_pb.Interaction(
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), interaction=ev_pb.Interaction(
         actor_id=actor, target_id=target, type=ev_pb.INTERACTION_TYPE_MESSAGE))
 
 
 def profile(event_id: str, **fields: object) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, profile=profile_pb.UserProfile(**fields))  # type: ignore[arg-type]
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
+                            profile=profile_pb.UserProfile(**fields))  # type: ignore[arg-type]
 
 
 def erase(user_id: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, erase_user=ev_pb.EraseUser(user_id=user_id))
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), erase_user=ev_pb.EraseUser(user_id=user_id))
 
 
 def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
@@ -441,14 +451,19 @@ BAD_EVENTS = [
     pytest.param(edge("follow", 1, 1, "bad"), "follow.target_id", id="self-follow"),
     pytest.param(edge("block", 0, 10, "bad"), "block.actor_id", id="zero-actor"),
     pytest.param(edge("mute", 1, -3, "bad"), "mute.target_id", id="negative-target"),
-    pytest.param(ev_pb.GraphEvent(event_id="bad", interaction=ev_pb.Interaction(actor_id=1, target_id=10)),
+    pytest.param(ev_pb.GraphEvent(event_id="bad", event_time=serve_time_stamp(),
+                                  interaction=ev_pb.Interaction(actor_id=1, target_id=10)),
                  "interaction.type", id="unset-interaction-type"),
-    pytest.param(ev_pb.GraphEvent(event_id="bad", interaction=ev_pb.Interaction(
+    pytest.param(ev_pb.GraphEvent(event_id="bad", event_time=serve_time_stamp(), interaction=ev_pb.Interaction(
         actor_id=1, target_id=10, type=42)), "interaction.type", id="unknown-interaction-type"),
     pytest.param(profile("bad", user_id=11, region_code="Britain"), "profile.region_code", id="bad-region"),
     pytest.param(profile("bad", user_id=11, age_band=9), "profile.age_band", id="unknown-age-band"),
     pytest.param(profile("bad", user_id=0, age_band=4), "profile.user_id", id="zero-profile-user"),
     pytest.param(ev_pb.GraphEvent(event_id="bad"), "kind", id="no-kind"),
+    pytest.param(ev_pb.GraphEvent(event_id="bad", follow=ev_pb.Edge(actor_id=1, target_id=2)), "event_time",
+                 id="no-event-time"),
+    pytest.param(ev_pb.GraphEvent(event_id="bad", profile=profile_pb.UserProfile(user_id=11, age_band=4)),
+                 "event_time", id="no-event-time-profile"),
     pytest.param(edge("follow", 1, 2, ""), "event_id", id="no-event-id"),
     pytest.param(_far_future(), "event_time", id="far-future"),
 ]
