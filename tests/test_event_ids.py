@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ class TestDigest:
 class TestSplitBatch:
     # (ids and digests applied before, None = UNKNOWN; batch as (id,
     # digest); expected picked positions, or the conflicting position)
-    CASES = [
+    CASES: ClassVar[list[tuple[dict[str, int | None], list[tuple[str, int]], list[int] | tuple[str, int]]]] = [
         ({}, [("a", 1), ("b", 2)], [0, 1]),
         ({"a": 1}, [("a", 1)], []),                      # exact retry
         ({"a": 1}, [("a", 2)], ("conflict", 0)),         # reuse, other content
