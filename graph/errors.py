@@ -65,3 +65,15 @@ class WalCorruptError(WalError):
 
 class WalGapError(WalError):
     """Records between a snapshot's watermark and the log are missing."""
+
+
+class EventIdConflict(GraphError):
+    """An event reuses the id of an applied event (or of an earlier one in
+    its batch) with other content: a client bug, not a retry. ``index`` is
+    its position in the batch."""
+
+    def __init__(self, event_id: str, index: int) -> None:
+        super().__init__(f"event_id {event_id!r} was already used for an event with other content "
+                         "(a retry must resend the same event; a new event needs a new id)")
+        self.event_id = event_id
+        self.index = index

@@ -392,7 +392,9 @@ def _read_json_lines(
         msg = pb.GraphEvent()
         try:
             json_format.Parse(text, msg)
-            events.append(event_from_proto(msg, now, max_future_s))
+            # As the column-wise reader (graph.eventlog_json): a line without
+            # eventTime happened at the rebuild's ``now``.
+            events.append(event_from_proto(msg, now, max_future_s, require_time=False))
         except json_format.ParseError as err:
             # Some ParseErrors span lines (they list the valid fields); one
             # line keeps ``file:line: reason`` greppable.

@@ -178,8 +178,14 @@ def profile_from_proto(msg: profile_pb.UserProfile, field: str = "profile") -> P
     )
 
 
-def event_from_proto(msg: pb.GraphEvent, now: float, max_future_s: float = DEFAULT_MAX_FUTURE_S) -> Event:
-    """Convert and validate one GraphEvent; raises InvalidEvent naming the field."""
+def event_from_proto(msg: pb.GraphEvent, now: float, max_future_s: float = DEFAULT_MAX_FUTURE_S, *,
+                     require_time: bool = True) -> Event:
+    """Convert and validate one GraphEvent; raises InvalidEvent naming the
+    field. ``require_time``: an event without ``event_time`` is refused (the
+    API's rule: a client knows when its event happened, and a time made up
+    on arrival would skew decay after any delay or retry). Readers of what
+    was accepted earlier (the write-ahead log, old JSON lines logs) pass
+    False: a missing time then means ``now``."""
     which = msg.WhichOneof("kind")
     if which is None:
         raise InvalidEvent("event has no kind (follow, block, interaction, ...)", field="kind")
@@ -187,6 +193,9 @@ def event_from_proto(msg: pb.GraphEvent, now: float, max_future_s: float = DEFAU
     if msg.HasField("event_time"):
         sent = msg.event_time
         stamp = sent.seconds + sent.nanos / 1e9
+    elif require_time:
+        raise InvalidEvent("event_time must be set (when the event happened, by the client's clock)",
+                           field="event_time")
     when = event_time(stamp, now, max_future_s)
     body = getattr(msg, which)
     event: Event

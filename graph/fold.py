@@ -13,7 +13,7 @@ from . import arrays
 from .clock import Clock
 from .config import GraphConfig
 from .erasure import ErasureLedger
-from .event_ids import EventIdSet
+from .event_ids import EventIdSet, content_digests, profile_code
 from .ids import IdMap
 from .model import EventKind
 from .pairlog import PairLog
@@ -148,9 +148,20 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock, *, ledger: Erasur
         ledger=ledger,
         # Remembered, so that a live retry or a later rebuild fed the same
         # events counts them as duplicates.
-        seen_ids=EventIdSet.from_ids(table.event_id[keep[alive]]),
+        seen_ids=_seen_ids(table, keep[alive]),
     )
     return store
+
+
+def _seen_ids(table: EventTable, rows: np.ndarray) -> EventIdSet:
+    """The ids of ``rows`` (int64 row numbers of ``table``) with the digests
+    of their events' content, as the live path keeps them."""
+    detail = table.detail[rows].astype(np.int64)
+    kind = table.kind[rows]
+    for k in np.flatnonzero(kind == EventKind.PROFILE).tolist():
+        detail[k] = profile_code(table.profiles.get(int(rows[k])))
+    digests = content_digests(kind, table.actor[rows], table.target[rows], detail)
+    return EventIdSet.from_ids(table.event_id[rows], digests)
 
 
 def keep_profile_rows(table: EventTable, keep: np.ndarray, alive: np.ndarray) -> list[int]:

@@ -53,6 +53,7 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 VECTORS_FILE = "embeddings.npy"
 EVENT_IDS = "event_ids"
+EVENT_DIGESTS = "event_ids.digest"
 EXTRA_PREFIX = "extra."
 
 
@@ -111,22 +112,28 @@ def store_arrays(store: GraphStore) -> dict[str, np.ndarray]:
             arrays[f"{name}.{column}"] = values
     # Sorted unique UTF-8 ids (S<n>) of every event applied: retries after
     # a restart, and overlapping rebuild inputs, stay duplicates.
-    arrays[EVENT_IDS] = _without_names(store.seen_ids.to_array(), store.ledger.known)
+    # With each, the digest of its event's content (uint64, 0 = not known):
+    # the same id sent with other content is refused after a restart too.
+    event_ids, digests = store.seen_ids.to_arrays()
+    keep = _without_names(event_ids, store.ledger.known)
+    arrays[EVENT_IDS] = event_ids if keep is None else event_ids[keep]
+    arrays[EVENT_DIGESTS] = digests if keep is None else digests[keep]
     return arrays
 
 
-def _without_names(event_ids: np.ndarray, erased: frozenset[int]) -> np.ndarray:
+def _without_names(event_ids: np.ndarray, erased: frozenset[int]) -> np.ndarray | None:
     """Event ids are the clients' strings and may spell a user id. A store
     does not know which ids were an erased user's events (a rebuild does,
     and drops them): leave out those that spell the id of a user erased in
     this process. A retry of such an event is then applied again, and
-    changes nothing, since it names an erased user."""
+    changes nothing, since it names an erased user. Returns the bool mask
+    of ids to keep, or None to keep them all."""
     if not erased or event_ids.shape[0] == 0:
-        return event_ids
+        return None
     keep = np.ones(event_ids.shape[0], bool)
     for ext in erased:
         keep &= np.char.find(event_ids, str(ext).encode()) < 0
-    return event_ids if keep.all() else event_ids[keep]
+    return None if keep.all() else keep
 
 
 def write_snapshot(store: GraphStore, vectors: np.ndarray, index: faiss.Index, out_dir: Path,
@@ -230,7 +237,15 @@ def _event_ids(directory: Path, arr: Callable[[str], np.ndarray]) -> EventIdSet:
     ids = arr(EVENT_IDS)
     if ids.ndim != 1 or ids.dtype.kind != "S":
         raise SnapshotError(f"{directory}: {EVENT_IDS}.npy holds {ids.dtype} {ids.shape}, not a bytes vector")
-    return EventIdSet(ids)
+    # Snapshots written before digests were kept have none: their ids stay
+    # duplicates whatever content is sent with them (EventIdSet.UNKNOWN).
+    digests = None
+    if (directory / f"{EVENT_DIGESTS}.npy").is_file():
+        digests = arr(EVENT_DIGESTS)
+        if digests.dtype != np.uint64 or digests.shape != ids.shape:
+            raise SnapshotError(f"{directory}: {EVENT_DIGESTS}.npy holds {digests.dtype} {digests.shape}, "
+                                f"not uint64 {ids.shape}")
+    return EventIdSet(ids, digests)
 
 
 def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: bool = True) -> Snapshot:

@@ -22,7 +22,7 @@ from .clock import Clock, SystemClock
 from .config import GraphConfig
 from .csr import CSR, ROW
 from .erasure import ErasureLedger
-from .event_ids import EventIdSet
+from .event_ids import EventIdSet, event_digests, split_batch
 from .ids import IdMap
 from .model import Event, EventKind
 from .pairlog import PairLog
@@ -167,31 +167,32 @@ class GraphStore:
         """Apply one validated event; False if its id was applied before."""
         return self.apply_batch([event]).applied == 1
 
-    def apply_batch(self, events: list[Event], *, deduplicated: bool = False) -> BatchResult:
+    def apply_batch(self, events: list[Event], *, deduplicated: bool = False,
+                    digests: list[int] | None = None) -> BatchResult:
         """Apply validated events in order, atomically with respect to other
         writers and compaction. ``deduplicated``: the caller already left
         out every event whose id was applied before or repeats in the batch
         (the journal does, under a lock that keeps it true), so the ids are
-        only recorded, not looked up again."""
+        only recorded, not looked up again. ``digests``: the events' content
+        digests (``event_digests``) if the caller has them.
+
+        Raises EventIdConflict, applying nothing, if an event reuses an
+        applied id (or one earlier in the batch) with other content."""
         applied = duplicates = 0
+        if digests is None:
+            digests = event_digests(events)
         with self.lock:
             fresh: list[Event]
-            batch_ids: set[str]
             if deduplicated:
                 fresh = events
-                batch_ids = {event.event_id for event in events}
-                batch_ids.discard("")
             else:
-                fresh, batch_ids = [], set()
-                seen = self._seen_ids.seen_among([event.event_id for event in events])
-                for event, was_seen in zip(events, seen):
-                    eid = event.event_id
-                    if eid and (was_seen or eid in batch_ids):
-                        duplicates += 1
-                        continue
-                    if eid:
-                        batch_ids.add(eid)
-                    fresh.append(event)
+                picked = split_batch(self._seen_ids, [event.event_id for event in events], digests)
+                duplicates = len(events) - len(picked)
+                if duplicates:
+                    fresh = [events[i] for i in picked]
+                    digests = [digests[i] for i in picked]
+                else:
+                    fresh = events
             if not fresh:
                 return BatchResult(0, duplicates, self.watermark)
             a_rows, b_rows = self._rows_for(fresh)
@@ -205,7 +206,7 @@ class GraphStore:
                 if a_list[i] >= 0 and not (erased and (a_list[i] in erased or b_list[i] in erased)):
                     self._apply_one(event, a_list[i], b_list[i], hints[i])
                 applied += 1
-            self._seen_ids |= batch_ids
+            self._seen_ids.record([event.event_id for event in fresh], digests)
             self.watermark += applied
             self.last_event_time = max(self.last_event_time, max(e.time for e in fresh))
         return BatchResult(applied, duplicates, self.watermark)

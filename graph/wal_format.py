@@ -456,7 +456,8 @@ def decode_events(batch: Batch) -> list[Event]:
                                     body.type))
             continue
         try:
-            events.append(event_from_proto(msg, now, math.inf))
+            # Accepted before event_time was required: a missing time is the record's.
+            events.append(event_from_proto(msg, now, math.inf, require_time=False))
         except InvalidEvent as err:
             raise WalCorruptError(f"event {batch.first_sequence + i} of the log is invalid: {err}") from None
     return events

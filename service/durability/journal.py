@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from contactgraph.v1 import graph_events_pb2, wal_record_pb2
 from graph.errors import GraphError
+from graph.event_ids import event_digests, split_batch
 from graph.events import event_to_proto
 from graph.model import Event, EventKind
 from graph.store import GraphStore
@@ -79,31 +80,27 @@ class Journal:
         length and order); they are logged as sent, with ``now`` (the clock
         they were validated against), so replay converts them the same way.
         Without them the events are converted back to messages.
-        Raises WalError if the log cannot be written or synced, and
-        JournalFailed after any earlier failure; in either case the batch
-        must be treated as not acknowledged."""
+        Raises EventIdConflict (nothing applied) if an event reuses an
+        applied id, or one earlier in the batch, with other content; WalError
+        if the log cannot be written or synced, and JournalFailed after any
+        earlier failure; in either case the batch must be treated as not
+        acknowledged."""
         if messages is not None and len(messages) != len(events):
             raise ValueError(f"{len(messages)} messages for {len(events)} events")
         ticket = 0
+        digests = event_digests(events)
         with self._lock:
             if self._failed is not None:
                 raise JournalFailed(f"writes are refused after an earlier failure: {self._failed}")
             store = self._store
-            seen = store.seen_ids
-            picked: list[int] = []
-            batch_ids: set[str] = set()
-            was_seen = seen.seen_among([event.event_id for event in events])
-            for i, event in enumerate(events):
-                eid = event.event_id
-                if eid:
-                    if eid in batch_ids or was_seen[i]:
-                        continue
-                    batch_ids.add(eid)
-                picked.append(i)
+            # Raises EventIdConflict before anything is logged or applied:
+            # the whole batch is refused.
+            picked = split_batch(store.seen_ids, [event.event_id for event in events], digests)
             duplicates = len(events) - len(picked)
             if not picked:
                 return CommitResult(0, duplicates, store.watermark, [])
             fresh = list(events) if duplicates == 0 else [events[i] for i in picked]
+            fresh_digests = digests if duplicates == 0 else [digests[i] for i in picked]
             server_time = store.clock.now() if now is None else now
             may_redact = bool(store.ledger) or any(e.kind == EventKind.ERASE_USER for e in fresh)
             logged: Sequence[graph_events_pb2.GraphEvent] = ()
@@ -119,12 +116,14 @@ class Journal:
             if may_redact:
                 logged = list(logged)
                 erases = _redact_erased(store, fresh, logged, server_time)
+                # A redacted stand-in is another event (and id) than the one sent.
+                fresh_digests = event_digests(fresh)
             if self._wal is not None:
                 record = wal_record_pb2.WalRecord(first_sequence=store.watermark + 1, server_time=server_time)
                 record.events.extend(logged)
                 ticket = self._wal.append(record)
             try:
-                result = store.apply_batch(fresh, deduplicated=True)
+                result = store.apply_batch(fresh, deduplicated=True, digests=fresh_digests)
             except BaseException as err:
                 self._fail(err)
                 raise

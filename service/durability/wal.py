@@ -39,7 +39,7 @@ from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import wal_record_pb2
 from graph.durable import fsync_dir
 from graph.erasure import ErasureLedger
-from graph.errors import WalCorruptError, WalError
+from graph.errors import EventIdConflict, WalCorruptError, WalError
 from graph.model import Event
 from graph.store import GraphStore
 from graph.wal_format import (
@@ -384,7 +384,12 @@ def replay(directory: Path, store: GraphStore, *, start: WalPosition | None = No
         if not pending:
             return
         before = store.watermark
-        result = store.apply_batch(pending)
+        try:
+            result = store.apply_batch(pending)
+        except EventIdConflict as err:
+            raise WalError(f"replaying events {before + 1}..{before + len(pending)}: event {before + 1 + err.index} "
+                           f"reuses an applied id with other content; the snapshot does not come from this "
+                           "log's history") from None
         if result.applied != len(pending):
             raise WalError(f"replaying events {before + 1}..{before + len(pending)}: {result.duplicates} of "
                            "them were applied before; the snapshot does not come from this log's history")

@@ -166,6 +166,36 @@ def load_page_token_keys(key_file: str | Path | None, environ: Mapping[str, str]
     return ()
 
 
+def snapshot_roots(config: ServerConfig) -> tuple[Path, ...]:
+    """The directories AdminService.LoadSnapshot may read from: the served
+    snapshot's parent (where a rebuild renames new snapshots into place;
+    both the link's and, if the snapshot path is a symlink, its target's)
+    and the data directory. Resolved (symlinks, ``..``)."""
+    roots = [config.snapshot.absolute().parent.resolve(), config.snapshot.resolve().parent]
+    if config.data_dir is not None:
+        roots.append(config.data_dir.resolve())
+    return tuple(dict.fromkeys(roots))
+
+
+def policy_root(config: ServerConfig) -> Path | None:
+    """The directory AdminService.ReloadPolicy may read a policy file from:
+    the started policy file's (None without one: then only the built-in
+    policy runs and no file may be named)."""
+    return config.policy_path.resolve().parent if config.policy_path is not None else None
+
+
+def confined(requested: str, roots: tuple[Path, ...]) -> Path | None:
+    """``requested`` resolved (symlinks followed, ``..`` folded; relative to
+    the working directory) if it lies within one of ``roots``, else None.
+    Nothing is said about whether the path exists: a caller must not learn
+    that of files it may not read."""
+    try:
+        path = Path(requested).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return None
+    return path if any(path == root or path.is_relative_to(root) for root in roots) else None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

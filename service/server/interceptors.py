@@ -38,17 +38,18 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from service.server.config import ServerConfig
 from service.server.metrics import ServerMetrics
 from service.server.request_scope import Abandoned, RequestScope, open_scope
-from service.server.status import abort
+from service.server.status import abort, invalid_argument
 from service.server.tls import Authorizer, peer_identities
 
 log = logging.getLogger(__name__)
@@ -339,6 +340,47 @@ def _request_id(context: grpc.ServicerContext) -> str | None:
     return None
 
 
+class _Undecodable:
+    """What a request's bytes decode to when they are not a valid message:
+    gRPC answers a deserializer that raises with INTERNAL ("Exception
+    deserializing request!") before any of our code runs, so the
+    deserializer returns this instead and the call is refused as the
+    client's error (INVALID_ARGUMENT)."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, answering ``_UNDECODABLE`` for bytes it refuses."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+    return deserialize
+
+
+def _refuse_undecodable(info: _Method, request: Any, context: grpc.ServicerContext) -> None:
+    if request is _UNDECODABLE:
+        log.info("undecodable request", extra={"fields": {"method": info.label, "peer": context.peer()}})
+        invalid_argument(context, "request", f"the request bytes are not a valid {info.label} request message "
+                                             "(protobuf decoding failed)", reason="UNDECODABLE_REQUEST")
+
+
+def _decoded_each(info: _Method, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    """A request stream that stops the call with INVALID_ARGUMENT at the
+    first message that does not decode."""
+    for request in requests:
+        _refuse_undecodable(info, request, context)
+        yield request
+
+
 class ServingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc's classes are untyped
     """See the module docstring. ``authorizer`` is None without mutual
     TLS; ``lanes`` maps lane names to their admission."""
@@ -379,28 +421,35 @@ class ServingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc'
         lane_name = lane_of(method)
         info = _Method(method, _label(method), self._lanes.get(lane_name) if lane_name else None,
                        self._authorizer.roles_for(method) if self._authorizer else frozenset())
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None and not handler.request_streaming and not handler.response_streaming:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(info, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer)
-        if self._authorizer is None or Authorizer.is_open(method):
-            return handler
-        return self._guard_streaming(info, handler)
+        return self._guard_streaming(info, handler, deserializer)
 
-    def _guard_streaming(self, info: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """Streaming methods (none of ours today): the permission check only."""
+    def _guard_streaming(self, info: _Method, handler: grpc.RpcMethodHandler,
+                         deserializer: Callable[[bytes], Any] | None) -> grpc.RpcMethodHandler:
+        """Streaming methods (health's Watch, reflection): the permission
+        check, and INVALID_ARGUMENT for a request that does not decode."""
+        check = self._authorizer is not None and not Authorizer.is_open(info.full)
 
         def guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-                self._authorize(info, context)
+                if check:
+                    self._authorize(info, context)
+                if handler.request_streaming:
+                    request = _decoded_each(info, request, context)
+                else:
+                    _refuse_undecodable(info, request, context)
                 return behavior(request, context)
             return guarded
 
         kind = ("stream_stream" if handler.request_streaming and handler.response_streaming else
                 "stream_unary" if handler.request_streaming else "unary_stream")
         factory = getattr(grpc, f"{kind}_rpc_method_handler")
-        return factory(guard(getattr(handler, kind)), request_deserializer=handler.request_deserializer,
+        return factory(guard(getattr(handler, kind)), request_deserializer=deserializer,
                        response_serializer=handler.response_serializer)
 
     def _authorize(self, info: _Method, context: grpc.ServicerContext) -> None:
@@ -438,6 +487,7 @@ class ServingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc'
                             self._refuse(info, verdict[0], context)
                     if authorize:
                         self._authorize(info, context)
+                    _refuse_undecodable(info, request, context)
                     scope.check("queued")
                     response = behavior(request, context)
                     if scope.counts:

@@ -26,7 +26,7 @@ from contactgraph.v1 import (
 )
 from graph.clock import Clock
 
-from service.server.config import ServerConfig
+from service.server.config import ServerConfig, policy_root, snapshot_roots
 from service.durability.hot_swap import SnapshotSwapper
 from service.server.interceptors import Lanes, ServingInterceptor
 from service.durability.journal import Journal
@@ -110,7 +110,10 @@ class Server:
             SafetyServicer(lambda: self.state), self.grpc_server)
         guardian_service_pb2_grpc.add_GuardianServiceServicer_to_server(
             GuardianServicer(lambda: self.state, self.interceptor.authorizer), self.grpc_server)
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.swapper.load, lambda: self.state.safety.policy), self.grpc_server)
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.swapper.load, lambda: self.state.safety.policy,
+                          snapshot_roots=snapshot_roots(config), policy_root=policy_root(config)),
+            self.grpc_server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 
 from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
-from graph.errors import InvalidEvent, WalError
+from graph.errors import EventIdConflict, InvalidEvent, WalError
 from graph.events import event_from_proto
 
 from service.server.config import MAX_BATCH_EVENTS, ServerConfig
@@ -45,6 +45,11 @@ class GraphServicer(RelationshipReads, graph_service_pb2_grpc.GraphServiceServic
                 invalid_argument(context, f"events[{i}].{err.field}", str(err))
         try:
             result = self._journal.commit(events, messages=request.events, now=now)
+        except EventIdConflict as err:
+            # A retry resends the same event; the same id with other content
+            # would otherwise be dropped as a duplicate without a word.
+            abort(context, grpc.StatusCode.ALREADY_EXISTS, f"events[{err.index}].event_id: {err}",
+                  "EVENT_ID_REUSED", field=f"events[{err.index}].event_id")
         except (WalError, JournalFailed) as err:
             log.error("ApplyEvents not acknowledged: %s", err)
             abort(context, grpc.StatusCode.UNAVAILABLE,

@@ -78,7 +78,8 @@ def _message(eid: str, a: int, b: int) -> ev_pb.GraphEvent:
 
 
 def _erase(eid: str, user: int) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=eid, erase_user=ev_pb.EraseUser(user_id=user))
+    return ev_pb.GraphEvent(event_id=eid, event_time=timestamp_pb2.Timestamp(seconds=int(T0)),
+                            erase_user=ev_pb.EraseUser(user_id=user))
 
 
 def _follows(store: GraphStore) -> set[tuple[int, int]]:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from graph.clock import ManualClock
 from graph.config import GraphConfig
+from graph.errors import EventIdConflict
 from graph.ids import IdMap
 from graph.model import (
     AccountState,
@@ -434,12 +435,25 @@ class TestEraseUser:
 
 class TestIdempotency:
     def test_duplicate_ids_within_a_batch(self) -> None:
-        """A repeated event id in one batch counts as a duplicate and applies once."""
+        """A repeated event (same id, same content) in one batch counts as a
+        duplicate and applies once."""
         store = make_store()
         e = ev(I, 1, 2, event_id="x")
-        result = store.apply_batch([e, e, ev(F, 1, 2, event_id="x")])
+        result = store.apply_batch([e, e, ev(I, 1, 2, event_id="x")])
         assert (result.applied, result.duplicates, result.watermark) == (1, 2, 1)
         assert store.strength(store.row(1), store.row(2)) == pytest.approx(1.0)
+        assert _following(store, 1) == set()
+
+    def test_reused_id_with_other_content_in_a_batch_applies_nothing(self) -> None:
+        """The same id with other content later in a batch is refused
+        (EventIdConflict naming its position) and nothing of the batch is
+        applied."""
+        store = make_store()
+        e = ev(I, 1, 2, event_id="x")
+        with pytest.raises(EventIdConflict) as caught:
+            store.apply_batch([ev(I, 3, 4, event_id="y"), e, ev(F, 1, 2, event_id="x")])
+        assert caught.value.index == 2
+        assert store.watermark == 0 and "x" not in store.seen_ids and "y" not in store.seen_ids
         assert _following(store, 1) == set()
 
     def test_retried_batch_is_all_duplicates(self) -> None:

@@ -278,7 +278,11 @@ class TestHotSwap:
         assert result.returncode == 0, result.stderr
         assert len(list_segments(wal_dir)) == 1
         server = serve(newer)
-        code, text, reason = _refusal(server.target, snapshots.a)
+        # Beside the served snapshot: LoadSnapshot reads nothing outside its
+        # directory.
+        older = tmp_path / "older"
+        shutil.copytree(snapshots.a, older)
+        code, text, reason = _refusal(server.target, older)
         assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "WAL_GAP"), text
         assert _served_snapshot(server.target) == manifest["snapshot_id"]
         assert _apply(server.target, _events("gap-0", 30, 100))[1] == 30

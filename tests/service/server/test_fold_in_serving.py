@@ -9,7 +9,7 @@ from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
 from graph.model import AccountState
 from tests.conftest import RunningServer
-from tests.service.server.test_server_integration import apply, edge, message
+from tests.service.server.test_server_integration import apply, edge, message, serve_time_stamp
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ class TestFoldIn:
         viewer = state.store.row(2)
         before, _ = state.pipeline.search.neighbours(viewer, 50)
         assert banned in before.tolist()
-        profile = ev_pb.GraphEvent(event_id="ban-3", profile=profile_pb.UserProfile(
+        profile = ev_pb.GraphEvent(event_id="ban-3", event_time=serve_time_stamp(), profile=profile_pb.UserProfile(
             user_id=3, account_state=int(AccountState.BANNED)))
         apply(fresh_channel, profile)
         after, _ = state.pipeline.search.neighbours(viewer, 50)

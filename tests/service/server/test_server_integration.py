@@ -40,6 +40,8 @@ from service.server.config import ServerConfig
 from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
 
+from tests.conftest import SERVE_TIME
+
 if TYPE_CHECKING:
     from conftest import RunningServer, TinyNetwork
 
@@ -75,21 +77,29 @@ def apply(channel: grpc.Channel, *events: ev_pb.GraphEvent) -> graph_service_pb2
     return response
 
 
+def serve_time_stamp() -> timestamp_pb2.Timestamp:
+    """event_time of the helpers' events: the test servers' clock at start
+    (what a missing time used to mean; event_time is required now)."""
+    return timestamp_pb2.Timestamp(seconds=int(SERVE_TIME))
+
+
 def edge(kind: str, actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, **{kind: ev_pb.Edge(actor_id=actor, target_id=target)})
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
+                            **{kind: ev_pb.Edge(actor_id=actor, target_id=target)})
 
 
 def message(actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, interaction=ev_pb.Interaction(
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), interaction=ev_pb.Interaction(
         actor_id=actor, target_id=target, type=ev_pb.INTERACTION_TYPE_MESSAGE))
 
 
 def profile(event_id: str, **fields: object) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, profile=profile_pb.UserProfile(**fields))  # type: ignore[arg-type]
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
+                            profile=profile_pb.UserProfile(**fields))  # type: ignore[arg-type]
 
 
 def erase(user_id: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, erase_user=ev_pb.EraseUser(user_id=user_id))
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), erase_user=ev_pb.EraseUser(user_id=user_id))
 
 
 def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
@@ -114,6 +124,21 @@ def expect_invalid(call: object, field: str) -> tuple[str, error_details_pb2.Err
     assert field in text, text
     assert info.metadata["field"] == field, info
     return text, info
+
+
+def expect_already_exists(call: object, field: str) -> None:
+    """Run ``call``; it must fail with ALREADY_EXISTS naming ``field`` in the
+    message and in its one ErrorInfo (reason EVENT_ID_REUSED)."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    err = caught.value
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
+    assert field in str(err.details()), err.details()
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status"
+    info = error_details_pb2.ErrorInfo()
+    assert len(status.details) == 1 and status.details[0].Unpack(info), status
+    assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", "contactgraph.v1", field)
 
 
 def walk(channel: grpc.Channel, user_id: int, page_size: int,
@@ -426,14 +451,19 @@ BAD_EVENTS = [
     pytest.param(edge("follow", 1, 1, "bad"), "follow.target_id", id="self-follow"),
     pytest.param(edge("block", 0, 10, "bad"), "block.actor_id", id="zero-actor"),
     pytest.param(edge("mute", 1, -3, "bad"), "mute.target_id", id="negative-target"),
-    pytest.param(ev_pb.GraphEvent(event_id="bad", interaction=ev_pb.Interaction(actor_id=1, target_id=10)),
+    pytest.param(ev_pb.GraphEvent(event_id="bad", event_time=serve_time_stamp(),
+                                  interaction=ev_pb.Interaction(actor_id=1, target_id=10)),
                  "interaction.type", id="unset-interaction-type"),
-    pytest.param(ev_pb.GraphEvent(event_id="bad", interaction=ev_pb.Interaction(
+    pytest.param(ev_pb.GraphEvent(event_id="bad", event_time=serve_time_stamp(), interaction=ev_pb.Interaction(
         actor_id=1, target_id=10, type=42)), "interaction.type", id="unknown-interaction-type"),
     pytest.param(profile("bad", user_id=11, region_code="Britain"), "profile.region_code", id="bad-region"),
     pytest.param(profile("bad", user_id=11, age_band=9), "profile.age_band", id="unknown-age-band"),
     pytest.param(profile("bad", user_id=0, age_band=4), "profile.user_id", id="zero-profile-user"),
     pytest.param(ev_pb.GraphEvent(event_id="bad"), "kind", id="no-kind"),
+    pytest.param(ev_pb.GraphEvent(event_id="bad", follow=ev_pb.Edge(actor_id=1, target_id=2)), "event_time",
+                 id="no-event-time"),
+    pytest.param(ev_pb.GraphEvent(event_id="bad", profile=profile_pb.UserProfile(user_id=11, age_band=4)),
+                 "event_time", id="no-event-time-profile"),
     pytest.param(edge("follow", 1, 2, ""), "event_id", id="no-event-id"),
     pytest.param(_far_future(), "event_time", id="far-future"),
 ]
@@ -490,19 +520,46 @@ class TestApplyEvents:
 
     def test_event_id_from_the_snapshot_logs_is_a_duplicate(self, fresh_server: RunningServer,
                                                             fresh_channel: grpc.Channel) -> None:
-        """An event id the rebuild already applied (edge CSV and JSON lines
-        alike) counts as a duplicate live and changes nothing: the retried
-        ids here carry an unfollow and an unblock that must not happen."""
+        """A retry of an event the rebuild already applied (edge CSV and JSON
+        lines alike: same id, same content) counts as a duplicate live and
+        changes nothing; the same ids carrying an unfollow and an unblock
+        are refused (ALREADY_EXISTS) and those must not happen either."""
         store = fresh_server.server.state.store
-        response = apply(fresh_channel, edge("unfollow", 1, 2, "c-0"), edge("unblock", 43, 1, "j-1"))
+        watermark = store.watermark
+        response = apply(fresh_channel, edge("follow", 1, 2, "c-0"), edge("block", 43, 1, "j-1"))
         assert (response.applied, response.duplicates) == (0, 2)
+        for i, batch in enumerate(([edge("unfollow", 1, 2, "c-0")], [message(14, 1, "c-new"),
+                                                                      edge("unblock", 43, 1, "j-1")])):
+            expect_already_exists(lambda: apply(fresh_channel, *batch), f"events[{i}].event_id")
+        assert store.watermark == watermark
         assert store.is_friend(store.row(1), store.row(2))
         assert store.is_blocked_either(store.row(1), store.row(43))
 
     def test_repeated_id_within_a_batch_is_a_duplicate(self, fresh_channel: grpc.Channel) -> None:
-        """An event id repeated inside one batch is applied once."""
+        """An event id repeated inside one batch (same content) is applied once."""
         response = apply(fresh_channel, message(14, 1, "same"), message(14, 1, "same"))
         assert (response.applied, response.duplicates) == (1, 1)
+
+    def test_id_reused_for_another_event_is_refused(self, fresh_server: RunningServer,
+                                                    fresh_channel: grpc.Channel) -> None:
+        """Issue 20: a block sent with the id of an earlier follow is
+        ALREADY_EXISTS naming events[i].event_id (reason EVENT_ID_REUSED), the
+        whole batch applies nothing; so is the same id twice in one batch
+        with other content. An exact retry stays a duplicate."""
+        store = fresh_server.server.state.store
+        assert apply(fresh_channel, edge("follow", 15, 16, "k-1")).applied == 1
+        watermark = store.watermark
+        expect_already_exists(lambda: apply(fresh_channel, message(14, 1, "k-2"), edge("block", 15, 16, "k-1")),
+                              "events[1].event_id")
+        expect_already_exists(
+            lambda: apply(fresh_channel, edge("block", 15, 11, "k-3"), edge("follow", 15, 11, "k-3")),
+            "events[1].event_id")
+        assert store.watermark == watermark
+        assert "k-2" not in store.seen_ids and "k-3" not in store.seen_ids
+        assert not store.is_blocked_either(store.row(15), store.row(16))
+        assert not store.is_blocked_either(store.row(15), store.row(11))
+        retry = apply(fresh_channel, edge("follow", 15, 16, "k-1"), message(14, 1, "k-2"))
+        assert (retry.applied, retry.duplicates) == (1, 1)
 
     def test_watermark_counts_applied_events(self, fresh_server: RunningServer,
                                              fresh_channel: grpc.Channel) -> None:
@@ -654,6 +711,64 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
         if proc.poll() is not None:
             break
     raise AssertionError(f"no line from the server within {timeout}s (exit code {proc.poll()})")
+
+
+# Bytes no protobuf message decodes: a tag varint longer than ten bytes, and
+# a length-delimited field 1 that claims more bytes than follow.
+GARBAGE = (b"\xff" * 11, b"\x0a\x05ab")
+
+
+def _unary_methods() -> list[tuple[str, type]]:
+    """Every unary method the server serves (ours and health's Check), as
+    (full method path, request class)."""
+    from google.protobuf import message_factory as factory
+    from grpc_health.v1 import health_pb2 as hp
+    pool = descriptor_pool.Default()
+    methods = []
+    for name in (*SERVICE_NAMES, "grpc.health.v1.Health"):
+        service = pool.FindServiceByName(name)
+        for m in service.methods:
+            if not m.client_streaming and not m.server_streaming:
+                methods.append((f"/{service.full_name}/{m.name}", factory.GetMessageClass(m.input_type)))
+    assert hp.HealthCheckRequest in [cls for _, cls in methods]
+    return methods
+
+
+class TestUndecodableRequests:
+    @pytest.mark.parametrize("garbage", GARBAGE)
+    def test_every_unary_method_answers_invalid_argument(self, channel: grpc.Channel, garbage: bytes) -> None:
+        """Bytes that are no valid request message get INVALID_ARGUMENT with
+        an ErrorInfo naming the request (reason UNDECODABLE_REQUEST), not
+        gRPC's INTERNAL "Exception deserializing request!", from every
+        method of every service."""
+        methods = _unary_methods()
+        assert len(methods) > 10
+        for path, request_class in methods:
+            with pytest.raises(Exception):
+                request_class().ParseFromString(garbage)  # the bytes really are undecodable
+            call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as caught:
+                call(garbage, timeout=10)
+            text, info = invalid_argument(caught.value)
+            assert "deserializing" not in text and "not a valid" in text, (path, text)
+            assert (info.reason, info.metadata["field"]) == ("UNDECODABLE_REQUEST", "request"), path
+
+    def test_reflection_stream_answers_invalid_argument(self, channel: grpc.Channel) -> None:
+        """A streaming method (server reflection) refuses an undecodable
+        message in its request stream the same way."""
+        call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call(iter([GARBAGE[0]]), timeout=10))
+        invalid_argument(caught.value)
+
+    def test_valid_bytes_still_served(self, channel: grpc.Channel) -> None:
+        """The raw path itself works: health's Check with valid bytes."""
+        from grpc_health.v1 import health_pb2 as hp
+        call = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None,
+                                   response_deserializer=None)
+        response = hp.HealthCheckResponse.FromString(call(hp.HealthCheckRequest().SerializeToString(), timeout=10))
+        assert response.status == hp.HealthCheckResponse.SERVING
 
 
 class TestCommandLine:

@@ -1,17 +1,21 @@
-"""AdminService.ReloadPolicy over real gRPC."""
+"""AdminService.ReloadPolicy, and the paths it and LoadSnapshot may read, over
+real gRPC."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc, suggestion_service_pb2
 from contactgraph.v1 import suggestion_service_pb2_grpc
 
-from tests.conftest import TEST_POLICY, RunningServer
+from tests.conftest import TEST_POLICY, RunningServer, TinyNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +64,103 @@ class TestReloadPolicy:
             assert "test-contract-1 stays in force" in caught.value.details()
             page = suggestions.SuggestContacts(suggestion_service_pb2.SuggestContactsRequest(user_id=1), timeout=5)
             assert page.policy_version == "test-contract-1"
+
+
+def _denied(call: Callable[[], object]) -> str:
+    """Run ``call``; it must be PERMISSION_DENIED (reason PATH_NOT_ALLOWED);
+    returns the message."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    err = caught.value
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    assert (info.reason, info.metadata["field"]) == ("PATH_NOT_ALLOWED", "path"), info
+    return str(err.details())
+
+
+class TestAdminPaths:
+    """Issue 20: LoadSnapshot and ReloadPolicy read only under the
+    directories given at start; outside them the answer is the same
+    PERMISSION_DENIED whether the file exists or not, and names no path."""
+
+    @pytest.fixture
+    def layout(self, tiny_network: TinyNetwork, tmp_path: Path) -> Path:
+        """tmp/snaps/{current,other} (copies of the tiny snapshot),
+        tmp/elsewhere/valid (one outside), tmp/snaps/evil -> tmp/elsewhere,
+        tmp/policies/{policy.toml, evil.toml -> ../outside.toml}."""
+        snaps = tmp_path / "snaps"
+        snaps.mkdir()
+        shutil.copytree(tiny_network.snapshot_dir, snaps / "current")
+        shutil.copytree(tiny_network.snapshot_dir, snaps / "other")
+        (tmp_path / "elsewhere").mkdir()
+        shutil.copytree(tiny_network.snapshot_dir, tmp_path / "elsewhere" / "valid")
+        (snaps / "evil").symlink_to(tmp_path / "elsewhere")
+        policies = tmp_path / "policies"
+        policies.mkdir()
+        (policies / "policy.toml").write_text(TEST_POLICY)
+        (tmp_path / "outside.toml").write_text(TEST_POLICY.replace("test-contract-1", "outside-1"))
+        (policies / "evil.toml").symlink_to(tmp_path / "outside.toml")
+        return tmp_path
+
+    def test_load_snapshot_outside_is_denied(self, server_factory: Callable[..., RunningServer],
+                                             layout: Path) -> None:
+        """A snapshot outside (even a valid one), `..` out of the snapshot
+        directory, a symlink inside pointing out, /etc/shadow and a missing
+        file outside all get the same PERMISSION_DENIED naming no path; a
+        snapshot beside the served one still loads, and a missing one there
+        is refused as before."""
+        running = server_factory(layout / "snaps" / "current", policy_path=layout / "policies" / "policy.toml")
+        channel, admin, _ = _stubs(running.target)
+        served = running.server.state.snapshot_id
+        with channel:
+            def load(path: str) -> object:
+                return admin.LoadSnapshot(admin_service_pb2.LoadSnapshotRequest(path=path), timeout=30)
+
+            messages = set()
+            for path in (str(layout / "elsewhere" / "valid"), str(layout / "snaps" / ".." / "elsewhere" / "valid"),
+                         str(layout / "snaps" / "evil" / "valid"), "/etc/shadow", "/etc/passwd",
+                         "/no/such/dir", f"{layout}/snaps/current/../../../../../../etc", "bad\0path"):
+                text = _denied(lambda: load(path))
+                assert "/" not in text.split("(")[0] and str(layout) not in text and "etc" not in text, text
+                messages.add(text)
+            assert len(messages) == 1, messages  # nothing tells existing from missing
+            assert running.server.state.snapshot_id == served
+            with pytest.raises(grpc.RpcError) as caught:
+                load(str(layout / "snaps" / "missing"))
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert load(str(layout / "snaps" / "other")).snapshot_id  # type: ignore[attr-defined]
+
+    def test_reload_policy_outside_is_denied(self, server_factory: Callable[..., RunningServer],
+                                             layout: Path) -> None:
+        """A policy file outside the started policy's directory (directly,
+        by `..`, by a symlink inside pointing out) is PERMISSION_DENIED and
+        the running policy stays; a file inside still loads."""
+        running = server_factory(layout / "snaps" / "current", policy_path=layout / "policies" / "policy.toml")
+        channel, admin, suggestions = _stubs(running.target)
+        with channel:
+            def reload(path: str) -> object:
+                return admin.ReloadPolicy(admin_service_pb2.ReloadPolicyRequest(path=path), timeout=5)
+
+            messages = set()
+            for path in (str(layout / "outside.toml"), str(layout / "policies" / ".." / "outside.toml"),
+                         str(layout / "policies" / "evil.toml"), "/etc/shadow", "/etc/no-such-file"):
+                text = _denied(lambda: reload(path))
+                assert str(layout) not in text and "etc" not in text, text
+                messages.add(text)
+            assert len(messages) == 1, messages
+            page = suggestions.SuggestContacts(suggestion_service_pb2.SuggestContactsRequest(user_id=1), timeout=5)
+            assert page.policy_version == "test-contract-1"
+            (layout / "policies" / "next.toml").write_text(TEST_POLICY.replace("test-contract-1", "next-2"))
+            assert reload(str(layout / "policies" / "next.toml")).policy_version == "next-2"  # type: ignore[attr-defined]
+
+    def test_reload_policy_without_a_policy_file_names_none(self, server_factory: Callable[..., RunningServer],
+                                                            layout: Path) -> None:
+        """A server started on the built-in policy reads no policy file."""
+        running = server_factory(layout / "snaps" / "current", policy_path=None)
+        channel, admin, _ = _stubs(running.target)
+        with channel:
+            _denied(lambda: admin.ReloadPolicy(
+                admin_service_pb2.ReloadPolicyRequest(path=str(layout / "policies" / "policy.toml")), timeout=5))

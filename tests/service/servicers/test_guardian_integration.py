@@ -128,6 +128,11 @@ _ids = iter(range(1, 10**9))
 
 
 def apply(r: Running, *events: ev_pb.GraphEvent) -> None:
+    """ApplyEvents, each event stamped with the server's clock (event_time
+    is required)."""
+    for e in events:
+        if not e.HasField("event_time"):
+            e.event_time.FromNanoseconds(int(r.clock.now() * 1e9))
     r.graph.ApplyEvents(graph_service_pb2.ApplyEventsRequest(events=list(events)), timeout=10)
 
 
