@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from tests.service.server.test_server_integration import serve_time_stamp
 from tests.support.safety_oracle import Harness, build, world_plans
 
 from graph.model import Surface
@@ -228,10 +229,12 @@ def _grpc_events(*pairs: tuple[int, int], profiles: dict[int, dict[str, Any]] | 
         base: dict[str, Any] = {"age_band": pb.AGE_BAND_ADULT, "message_privacy": pb.MESSAGE_PRIVACY_EVERYONE,
                                 "account_state": pb.ACCOUNT_STATE_ACTIVE}
         base.update(fields)
-        events.append(ev.GraphEvent(event_id=f"mp-p{uid}-{next(n)}", profile=pb.UserProfile(user_id=uid, **base)))
+        events.append(ev.GraphEvent(event_id=f"mp-p{uid}-{next(n)}", event_time=serve_time_stamp(),
+                                    profile=pb.UserProfile(user_id=uid, **base)))
     for a, b in pairs:
         for x, y in ((a, b), (b, a)):
-            events.append(ev.GraphEvent(event_id=f"mp-f{x}-{y}", follow=ev.Edge(actor_id=x, target_id=y)))
+            events.append(ev.GraphEvent(event_id=f"mp-f{x}-{y}", event_time=serve_time_stamp(),
+                                        follow=ev.Edge(actor_id=x, target_id=y)))
     return graph_service_pb2.ApplyEventsRequest(events=events)
 
 

@@ -32,6 +32,7 @@ from contactgraph.v1 import (
 from service.server.config import ServerConfig
 from service.safety.guardian import issue_consent_token
 from service.cli.probe import Endpoint, ProbeError, suggest
+from tests.service.server.test_server_integration import serve_time_stamp
 from service.server.tls import Authorizer, ClientTls, TlsConfig, parse_role_assignments
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ class TestMutualTls:
         banned 20, 16_17 minor 30 and 13_15 minor 31."""
         from contactgraph.v1 import graph_events_pb2, graph_service_pb2, graph_service_pb2_grpc
 
-        events = [graph_events_pb2.GraphEvent(event_id=f"tls-mutual-{a}-{b}",
+        events = [graph_events_pb2.GraphEvent(event_id=f"tls-mutual-{a}-{b}", event_time=serve_time_stamp(),
                                               follow=graph_events_pb2.Edge(actor_id=a, target_id=b))
                   for m in (20, 30, 31) for a, b in ((3, m), (m, 3))]
         ask = graph_service_pb2.GetRelationshipRequest(actor_id=2, target_id=3)
