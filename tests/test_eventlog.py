@@ -18,14 +18,14 @@ from graph.errors import EventLogError, InvalidEvent, TooManyBadLines
 from graph.eventlog import (
     BadLines,
     RejectedLine,
-    _read_text_file,
     read_event_file,
     read_event_files,
     write_edge_csv,
     write_edge_parquet,
     write_profile_csv,
 )
-from graph.eventlog_arrow import read_edge_csv
+from graph.eventlog.common import _read_text_file
+from graph.eventlog.csv_columns import read_edge_csv
 from graph.events import event_time, event_times, invalid_events, validate
 from graph.model import (
     AccountState,

@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import graph.eventlog_json as eventlog_json
+import graph.eventlog.json_lines as eventlog_json
 from graph.errors import EventLogError
-from graph.eventlog import BadLines, RejectedLine, _read_text_file, read_event_file
-from graph.eventlog_json import read_json_lines
+from graph.eventlog import BadLines, RejectedLine, read_event_file
+from graph.eventlog.common import _read_text_file
+from graph.eventlog.json_lines import read_json_lines
 from graph.model import EventKind, InteractionType
 from graph.table import EventTable
 
@@ -362,7 +363,7 @@ class TestFastPath:
             raise AssertionError("the line reader was asked")
 
         with mock.patch.object(eventlog_json, "_read_json_lines", refuse), \
-                mock.patch("graph.eventlog._read_text_file", refuse):
+                mock.patch("graph.eventlog.common._read_text_file", refuse):
             got = _read(path, 0, chunk_bytes=50_000)
         _same(got, expected)
         table = got[0]

@@ -52,9 +52,9 @@ from google.protobuf.descriptor import EnumDescriptor
 from contactgraph.v1 import graph_events_pb2 as pb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
 
-from .errors import EventLogError, InvalidEvent, TooManyBadLines
-from .events import DEFAULT_MAX_FUTURE_S, event_from_proto, event_time, validate
-from .model import (
+from ..errors import EventLogError, InvalidEvent, TooManyBadLines
+from ..events import DEFAULT_MAX_FUTURE_S, event_from_proto, event_time, validate
+from ..model import (
     AccountState,
     AgeAssurance,
     AgeBand,
@@ -67,7 +67,7 @@ from .model import (
     Surface,
     encode_region,
 )
-from .table import EventTable
+from ..table import EventTable
 
 __all__ = [
     "EDGE_EVENT_NAMES",
@@ -310,14 +310,14 @@ def read_event_file(
     bad_lines = bad_lines if bad_lines is not None else BadLines()
     suffix = _format_suffix(path)
     if suffix in PARQUET_SUFFIXES and not _is_gzip(path):
-        from .eventlog_arrow import read_parquet
+        from .csv_columns import read_parquet
 
         return read_parquet(path, label, now, max_future_s, bad_lines, progress)
     # pyarrow costs a fraction of a second to import: only here.
     if suffix in JSON_SUFFIXES:
-        from .eventlog_json import read_json_lines as read_columns
+        from .json_lines import read_json_lines as read_columns
     else:
-        from .eventlog_arrow import read_edge_csv as read_columns
+        from .csv_columns import read_edge_csv as read_columns
     # Held: the column-wise reader may give the file up half way, and then
     # the line reader reports every bad line from the start.
     held = bad_lines.held()

@@ -55,12 +55,12 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from contactgraph.v1 import graph_events_pb2 as pb
 
-from .errors import EventLogError
-from .eventlog import BadLines, Progress, _Cursor, _read_json_lines
-from .eventlog_arrow import _open_bytes
-from .events import event_times, invalid_events, kind_field
-from .model import EventKind, Profile
-from .table import COLUMNS, EventColumns, EventTable
+from ..errors import EventLogError
+from .common import BadLines, Progress, _Cursor, _read_json_lines
+from .csv_columns import _open_bytes
+from ..events import event_times, invalid_events, kind_field
+from ..model import EventKind, Profile
+from ..table import COLUMNS, EventColumns, EventTable
 
 __all__ = ["read_json_lines"]
 

@@ -38,8 +38,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from .errors import EventLogError
-from .eventlog import (
+from ..errors import EventLogError
+from .common import (
     EDGE_COLUMNS,
     EDGE_EVENT_NAMES,
     EDGE_OPTIONAL_COLUMNS,
@@ -55,9 +55,9 @@ from .eventlog import (
     _profile_row,
     _RowError,
 )
-from .events import event_times, invalid_events
-from .model import EventKind, Profile
-from .table import EventColumns, EventTable
+from ..events import event_times, invalid_events
+from ..model import EventKind, Profile
+from ..table import EventColumns, EventTable
 
 __all__ = ["read_edge_csv", "read_parquet"]
 
