@@ -1,13 +1,13 @@
 """Bulk event logs read column-wise with pyarrow: edge CSVs and Parquet.
 
-The per-line reader in ``graph.eventlog`` stays the definition of what a
+The per-line reader (``csv_lines``) stays the definition of what a
 line means. This module is a fast path that must give the same table and
 the same ``file:line: reason`` for every bad line:
 
 - Cells are parsed by pyarrow, checked with the array forms of the rules
   (``graph.events.event_times`` / ``invalid_events``), and every row those
   flag, or whose cells are not plain decimal integers, goes through the
-  per-line reader's own row function (``_edge_row``), which accepts it or
+  per-line reader's own row function (``edge_row``), which accepts it or
   says why not.
 - Line numbers are counted from the bytes: a file is cut into chunks at
   newlines, and a chunk with blank lines or rows of the wrong width is
@@ -24,12 +24,10 @@ same form (edge or profile), so that they can be fixed and fed back.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +37,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ..errors import EventLogError
+from ..events import event_times, invalid_events
+from ..model import EventKind, Profile
+from ..table import EventColumns, EventTable
 from .common import (
     EDGE_COLUMNS,
     EDGE_EVENT_NAMES,
@@ -47,17 +48,11 @@ from .common import (
     PROFILE_OPTIONAL_COLUMNS,
     BadLines,
     Progress,
-    _csv_kind,
-    _csv_line,
-    _edge_row,
-    _EdgeLayout,
-    _is_gzip,
-    _profile_row,
-    _RowError,
+    RowError,
+    csv_line,
+    open_bytes,
 )
-from ..events import event_times, invalid_events
-from ..model import EventKind, Profile
-from ..table import EventColumns, EventTable
+from .csv_lines import EdgeLayout, csv_kind, edge_row, profile_row
 
 __all__ = ["read_edge_csv", "read_parquet"]
 
@@ -110,17 +105,6 @@ class _Rejects:
 # --- edge CSV -------------------------------------------------------------------
 
 
-@contextmanager
-def _open_bytes(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
-    """(decompressed stream, file on disk): the second tells progress."""
-    with open(path, "rb") as raw:
-        if _is_gzip(path):
-            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                yield cast(IO[bytes], unzipped), raw
-        else:
-            yield raw, raw
-
-
 def _line_chunks(stream: IO[bytes], head: bytes, chunk_bytes: int) -> Iterator[bytes]:
     """``head`` and the rest of the stream in chunks that end at a newline
     (the last one may not)."""
@@ -149,7 +133,7 @@ def read_edge_csv(
     as it is. Header errors raise EventLogError as the line reader would."""
     size = path.stat().st_size
     try:
-        with _open_bytes(path) as (stream, raw):
+        with open_bytes(path) as (stream, raw):
             first = stream.read(chunk_bytes)
             while b"\n" not in first and (more := stream.read(chunk_bytes)):
                 first += more
@@ -159,10 +143,10 @@ def read_edge_csv(
             if end < 0:
                 end = len(first)  # a header and no line break
             header = _plain_header(first[:end])
-            if header is None or _csv_kind(header, label) != "edge":
+            if header is None or csv_kind(header, label) != "edge":
                 return None
-            layout = _EdgeLayout.of(header)
-            header_line = _csv_line(header)
+            layout = EdgeLayout.of(header)
+            header_line = csv_line(header)
             pieces: list[EventTable] = []
             line = 1  # the last line read
             for chunk in _line_chunks(stream, first[end + 1 :], chunk_bytes):
@@ -220,7 +204,7 @@ def _may_hold_hex(chunk: bytes) -> bool:
     return any(prefix in chunk for prefix in _HEX_PREFIXES)
 
 
-def _parse(chunk: bytes, header: list[str], layout: _EdgeLayout, typed: bool) -> tuple[pa.Table, int] | None:
+def _parse(chunk: bytes, header: list[str], layout: EdgeLayout, typed: bool) -> tuple[pa.Table, int] | None:
     """pyarrow's table of the chunk and how many rows it skipped for a
     wrong number of cells; None if pyarrow refuses the chunk."""
     skipped = 0
@@ -289,7 +273,7 @@ def _row_lines(
 
 
 def _edge_chunk(
-    chunk: bytes, first_line: int, n_lines: int, header: list[str], layout: _EdgeLayout, label: str, now: float,
+    chunk: bytes, first_line: int, n_lines: int, header: list[str], layout: EdgeLayout, label: str, now: float,
     max_future_s: float,
 ) -> tuple[_Chunk, _Rejects] | None:
     """The rows of a chunk of ``n_lines`` lines from ``first_line`` on, and
@@ -336,8 +320,8 @@ def _edge_chunk(
             line_index = int(row_line_index[i])
             text = lines.text(chunk, line_index)
             try:
-                row = _edge_row(text.split(","), layout, now, max_future_s)
-            except _RowError as err:
+                row = edge_row(text.split(","), layout, now, max_future_s)
+            except RowError as err:
                 rejects.add(EventLogError(label, first_line + line_index, err.reason), text)
                 rows.keep[i] = False
                 continue
@@ -440,9 +424,9 @@ def read_parquet(
         parquet = pq.ParquetFile(path)
         kind, header = _parquet_schema(parquet.schema_arrow, label)
         total = parquet.metadata.num_rows
-        header_line = _csv_line(header)
+        header_line = csv_line(header)
         if kind == "edge":
-            layout = _EdgeLayout.of(header)
+            layout = EdgeLayout.of(header)
         pieces: list[EventTable] = []
         profiles: dict[int, Profile] = {}
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=header):
@@ -479,10 +463,10 @@ def _profile_batch(
         cells = ["" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v) for v in values]
         try:
             if values[col["user_id"]] is None:
-                raise _RowError("user_id is null")
-            profile = _profile_row(cells, col, now)
-        except _RowError as err:
-            rejects.add(EventLogError(label, offset + i + 1, err.reason, unit="row"), _csv_line(cells))
+                raise RowError("user_id is null")
+            profile = profile_row(cells, col, now)
+        except RowError as err:
+            rejects.add(EventLogError(label, offset + i + 1, err.reason, unit="row"), csv_line(cells))
             keep[i] = False
             continue
         users[i] = profile.user_id
@@ -507,7 +491,7 @@ def _parquet_ints(column: pa.Array) -> tuple[npt.NDArray[np.int64], npt.NDArray[
 
 
 def _parquet_batch(
-    batch: pa.RecordBatch, offset: int, header: list[str], layout: _EdgeLayout, label: str, now: float,
+    batch: pa.RecordBatch, offset: int, header: list[str], layout: EdgeLayout, label: str, now: float,
     max_future_s: float,
 ) -> tuple[_Chunk, _Rejects]:
     time_ms, odd_time = _parquet_ints(batch.column(layout.time))
@@ -524,10 +508,10 @@ def _parquet_batch(
         null = [c for c, column in zip(header, columns) if c != "event_id" and not column[i].is_valid]
         try:
             if null:
-                raise _RowError(f"{null[0]} is null")
-            row = _edge_row(cells, layout, now, max_future_s)
-        except _RowError as err:
-            rejects.add(EventLogError(label, offset + i + 1, err.reason, unit="row"), _csv_line(cells))
+                raise RowError(f"{null[0]} is null")
+            row = edge_row(cells, layout, now, max_future_s)
+        except RowError as err:
+            rejects.add(EventLogError(label, offset + i + 1, err.reason, unit="row"), csv_line(cells))
             rows.keep[i] = False
             continue
         rows.set_row(i, row)

@@ -1,6 +1,6 @@
 """JSON lines event logs read column-wise with pyarrow.
 
-The line reader in ``graph.eventlog`` (``_read_json_lines``: protobuf's
+The line reader (``read_json_line_by_line`` below: protobuf's
 ``json_format.Parse`` and ``event_from_proto`` per line) stays the
 definition of what a line means. This module is a fast path that gives the
 same table and the same ``file:line: reason`` for every bad line, in the
@@ -51,18 +51,18 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
+from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
 from contactgraph.v1 import graph_events_pb2 as pb
 
-from ..errors import EventLogError
-from .common import BadLines, Progress, _Cursor, _read_json_lines
-from .csv_columns import _open_bytes
-from ..events import event_times, invalid_events, kind_field
-from ..model import EventKind, Profile
+from ..errors import EventLogError, InvalidEvent
+from ..events import event_from_proto, event_times, invalid_events, kind_field
+from ..model import Event, EventKind, Profile
 from ..table import COLUMNS, EventColumns, EventTable
+from .common import TELL_EVERY, BadLines, Cursor, Progress, invalid_reason, open_bytes
 
-__all__ = ["read_json_lines"]
+__all__ = ["read_json_line_by_line", "read_json_lines"]
 
 CHUNK_BYTES = 16 << 20
 # The line reader reads at most a few hundred KiB past the line it is on
@@ -129,6 +129,34 @@ _SCHEMA = pa.schema(
 _PARSE = pa_json.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
 
 
+def read_json_line_by_line(
+    handle: IO[str], label: str, now: float, max_future_s: float, cursor: Cursor, bad_lines: BadLines
+) -> EventTable:
+    """The line reader: one ``json_format.Parse`` and ``event_from_proto``
+    per line, the definition of what a line means. ``read_json_lines``
+    falls back on it; line numbers count from 1 in ``handle``."""
+    events: list[Event] = []
+    for line_no, text in enumerate(handle, start=1):
+        cursor.line = line_no
+        if line_no % TELL_EVERY == 0:
+            cursor.tell()
+        if not text.strip():
+            continue
+        msg = pb.GraphEvent()
+        try:
+            json_format.Parse(text, msg)
+            events.append(event_from_proto(msg, now, max_future_s))
+        except json_format.ParseError as err:
+            # Some ParseErrors span lines (they list the valid fields); one
+            # line keeps ``file:line: reason`` greppable.
+            reason = " ".join(str(err).split())
+            error = EventLogError(label, line_no, f"invalid GraphEvent JSON: {reason}")
+            bad_lines.reject(error, text.rstrip("\r\n"), "")
+        except InvalidEvent as err:
+            bad_lines.reject(EventLogError(label, line_no, invalid_reason(err)), text.rstrip("\r\n"), "")
+    return EventTable.from_events(events)
+
+
 class _Unreadable(Exception):
     """The file cannot be read or decoded: the line reader must say where."""
 
@@ -143,7 +171,7 @@ def read_json_lines(
     that are not UTF-8, or is a corrupt or truncated gzip."""
     try:
         size = path.stat().st_size
-        with _open_bytes(path) as (stream, raw):
+        with open_bytes(path) as (stream, raw):
             reader = _Reader(label, now, max_future_s, bad_lines)
             for chunk in _chunks(stream, chunk_bytes, LOOKAHEAD_BYTES):
                 reader.chunk(chunk)
@@ -320,8 +348,8 @@ class _Reader:
         return int(self._lines.start[line]) if line < self._lines.start.shape[0] else len(self._data)
 
     def _line_reader(self, text: str, first_line: int) -> EventTable:
-        table = _read_json_lines(io.StringIO(text, newline=""), self.label, self.now, self.max_future_s, _Cursor(),
-                                 _Shifted(self.bad_lines, first_line - 1))
+        table = read_json_line_by_line(io.StringIO(text, newline=""), self.label, self.now, self.max_future_s,
+                                       Cursor(), _Shifted(self.bad_lines, first_line - 1))
         self.pieces.append(table)
         return table
 
@@ -393,8 +421,8 @@ class _Reader:
         for i in np.flatnonzero(flagged).tolist():
             line = int(rows[i])
             text = self._data[self._byte(line) : self._byte(line + 1)].decode("utf-8")
-            one = _read_json_lines(io.StringIO(text, newline=""), self.label, self.now, self.max_future_s, _Cursor(),
-                                   _Shifted(self.bad_lines, self.line + line))
+            one = read_json_line_by_line(io.StringIO(text, newline=""), self.label, self.now, self.max_future_s,
+                                         Cursor(), _Shifted(self.bad_lines, self.line + line))
             if not len(one):
                 keep[i] = False
                 continue
