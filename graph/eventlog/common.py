@@ -271,4 +271,3 @@ def csv_line(cells: Sequence[str]) -> str:
     # holding either character is quoted and so stays one cell.
     csv.writer(out, lineterminator="\r\n").writerow(cells)
     return out.getvalue().removesuffix("\r\n")
-

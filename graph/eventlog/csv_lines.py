@@ -282,4 +282,3 @@ def _read_profile_csv(
         event_id=np.full(n, "", object),
         profiles=profiles,
     )
-

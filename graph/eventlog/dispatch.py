@@ -40,7 +40,7 @@ def read_event_file(
     bad_lines = bad_lines if bad_lines is not None else BadLines()
     suffix = format_suffix(path)
     if suffix in PARQUET_SUFFIXES and not is_gzip(path):
-        from .csv_columns import read_parquet
+        from .parquet import read_parquet
 
         return read_parquet(path, label, now, max_future_s, bad_lines, progress)
     # pyarrow costs a fraction of a second to import: only here.
@@ -101,4 +101,3 @@ def read_event_files(
     return EventTable.concat(
         [read_event_file(p, now=now, max_future_s=max_future_s, bad_lines=bad_lines) for p in paths]
     )
-
