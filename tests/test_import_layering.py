@@ -17,6 +17,7 @@ to be looking.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,12 @@ def _absolute(node: ast.ImportFrom, importer: str, is_package: bool) -> str:
     return f"{prefix}.{node.module}" if node.module else prefix
 
 
+@functools.cache
+def _parse(path: Path) -> ast.Module:
+    # Parsed once per run: several checks walk the same files.
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
 def imports(root: Path, packages: tuple[str, ...]) -> Iterator[Import]:
     """Every import in the modules of ``packages``, at any depth (lazy
     imports in functions and ``TYPE_CHECKING`` blocks included). For
@@ -90,8 +97,7 @@ def imports(root: Path, packages: tuple[str, ...]) -> Iterator[Import]:
     modules (a submodule imported by name), else ``P``."""
     ours = modules(root, packages)
     for importer, path in ours.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
+        for node in ast.walk(_parse(path)):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     yield Import(path, node.lineno, importer, alias.name, "")
