@@ -74,8 +74,8 @@ def read_text_file(
             cursor.tell = lambda: progress(raw.tell(), size, "B")
         try:
             if format_suffix(path) in JSON_SUFFIXES:
-                # With the JSON reader that falls back on it (pyarrow is
-                # imported by then anyway).
+                # It lives beside the column-wise JSON reader, which imports
+                # pyarrow: here, not at the top, like the readers above.
                 from .json_lines import read_json_line_by_line
 
                 return read_json_line_by_line(handle, label, now, max_future_s, cursor, bad_lines)
