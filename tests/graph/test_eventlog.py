@@ -18,14 +18,14 @@ from graph.errors import EventLogError, InvalidEvent, TooManyBadLines
 from graph.eventlog import (
     BadLines,
     RejectedLine,
-    _read_text_file,
     read_event_file,
     read_event_files,
     write_edge_csv,
     write_edge_parquet,
     write_profile_csv,
 )
-from graph.eventlog_arrow import read_edge_csv
+from graph.eventlog.csv_columns import read_edge_csv
+from graph.eventlog.dispatch import read_text_file
 from graph.events import event_time, event_times, invalid_events, validate
 from graph.model import (
     AccountState,
@@ -350,7 +350,7 @@ class TestBadLines:
 def _line_reader(path: Path, limit: int = 0) -> tuple[EventTable, list[RejectedLine]]:
     """The per-line reader: the oracle the column-wise one must match."""
     rejected: list[RejectedLine] = []
-    table = _read_text_file(path, str(path), NOW, 3600.0, BadLines(limit, rejected.append), None)
+    table = read_text_file(path, str(path), NOW, 3600.0, BadLines(limit, rejected.append), None)
     return table, rejected
 
 

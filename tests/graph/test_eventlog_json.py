@@ -1,5 +1,5 @@
-"""JSON lines read column-wise (graph.eventlog_json) against the line reader
-(graph.eventlog._read_json_lines, the oracle): the same table bit for bit,
+"""JSON lines read column-wise (graph.eventlog.json_lines) against the line
+reader (its read_json_line_by_line, the oracle): the same table bit for bit,
 the same bad lines with the same ``file:line: reason``, in the same order."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import graph.eventlog_json as eventlog_json
+import graph.eventlog.json_lines as eventlog_json
 from graph.errors import EventLogError
-from graph.eventlog import BadLines, RejectedLine, _read_text_file, read_event_file
-from graph.eventlog_json import read_json_lines
+from graph.eventlog import BadLines, RejectedLine, read_event_file
+from graph.eventlog.dispatch import read_text_file
+from graph.eventlog.json_lines import read_json_lines
 from graph.model import EventKind, InteractionType
 from graph.table import EventTable
 
@@ -52,7 +53,7 @@ def _oracle(path: Path, limit: int) -> Outcome:
     handed to the budget."""
     rejected: list[RejectedLine] = []
     try:
-        table = _read_text_file(path, str(path), NOW, MAX_FUTURE_S, BadLines(limit, rejected.append), None)
+        table = read_text_file(path, str(path), NOW, MAX_FUTURE_S, BadLines(limit, rejected.append), None)
     except EventLogError as err:
         return (type(err).__name__, str(err)), _rejects(rejected)
     return table, _rejects(rejected)
@@ -361,8 +362,8 @@ class TestFastPath:
         def refuse(*args: object) -> None:
             raise AssertionError("the line reader was asked")
 
-        with mock.patch.object(eventlog_json, "_read_json_lines", refuse), \
-                mock.patch("graph.eventlog._read_text_file", refuse):
+        with mock.patch.object(eventlog_json, "read_json_line_by_line", refuse), \
+                mock.patch("graph.eventlog.dispatch.read_text_file", refuse):
             got = _read(path, 0, chunk_bytes=50_000)
         _same(got, expected)
         table = got[0]
@@ -379,7 +380,7 @@ class TestFastPath:
         lines[1500] = b'{"follow":{"actorId":"5","targetId":"5"}}\n'
         path.write_bytes(b"".join(lines))
         asked: list[int] = []
-        real = eventlog_json._read_json_lines
+        real = eventlog_json.read_json_line_by_line
 
         def counting(handle, *args):  # type: ignore[no-untyped-def]
             text = handle.getvalue()
@@ -387,7 +388,7 @@ class TestFastPath:
             handle.seek(0)
             return real(handle, *args)
 
-        with mock.patch.object(eventlog_json, "_read_json_lines", counting):
+        with mock.patch.object(eventlog_json, "read_json_line_by_line", counting):
             got = _read(path, 1)
         _same(got, _oracle(path, 1))
         assert sum(asked) == 2
