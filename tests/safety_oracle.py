@@ -199,6 +199,18 @@ class World:
         else:
             raise ValueError(kind)
 
+    def erase(self, u: int) -> None:
+        """The user is gone: every fact naming them, and their guardian
+        controls (their id in another child's removed list no longer
+        matters: it can never act again)."""
+        self.profiles.pop(u, None)
+        self.guardians.pop(u, None)
+        for pairs in (self.follows, self.blocks, self.mutes, self.messages):
+            pairs -= {pair for pair in pairs if u in pair}
+        for logged in (self.reports, self.dismissals, self.unfollows, self.unblocks):
+            for pair in [pair for pair in logged if u in pair]:
+                del logged[pair]
+
     # -- facts ------------------------------------------------------------
     def p(self, u: int) -> Prof | None:
         return self.profiles.get(u)
@@ -494,6 +506,18 @@ class Harness:
 
     def message(self, a: int, b: int) -> None:
         self._event("message", a, b)
+
+    def erase(self, uid: int) -> None:
+        """``erase_user``, as the server applies it: the store hides the user
+        and the guardian records forget them."""
+        from graph.model import Event, EventKind
+
+        self._n += 1
+        event = Event(f"e{self._n}", self.now, EventKind.ERASE_USER, uid)
+        self.store.apply_batch([event])
+        self.engine.observe(self.store, [event])
+        self.guardians.forget_erased(self.store.erased_subset)
+        self.world.erase(uid)
 
     def impression(self, viewer: int, candidate: int) -> None:
         """The service showed ``candidate`` to ``viewer`` now."""
