@@ -82,8 +82,7 @@ class ProfileTable:
                     c["went_younger"][row] = True
                 if c["min_band"][row] == 0 or band < c["min_band"][row]:
                     c["min_band"][row] = band
-                if band > c["max_band"][row]:
-                    c["max_band"][row] = band
+                c["max_band"][row] = max(int(c["max_band"][row]), band)
         if profile.message_privacy is not None:
             c["message_privacy"][row] = int(profile.message_privacy)
         if profile.account_state is not None:

@@ -18,19 +18,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
+from safety_oracle import T0, Harness
 
 from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.fold import fold
-from graph.model import AgeAssurance, AgeBand, Event, EventKind, MessagePrivacy, Profile, Surface
+from graph.model import (
+    AgeAssurance,
+    AgeBand,
+    Event,
+    EventKind,
+    MessagePrivacy,
+    Profile,
+    Surface,
+)
 from graph.profiles import COLUMNS
 from graph.snapshot import read_snapshot, write_snapshot
 from graph.store import GraphStore
 from graph.table import EventTable
-from safety_oracle import T0, Harness
 from service.config import WalConfig
 from service.journal import Journal
 from service.pipeline.explain import explain

@@ -30,8 +30,8 @@ import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-
 from safety_oracle import DAY, Harness
+
 from service.safety.guardian import GuardianError
 
 N_USERS = 6
