@@ -42,7 +42,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The stateful safety test with many more (and longer) sequences than `make test`
-# runs (the "fuzz" hypothesis profile in tests/conftest.py); no per-test timeout.
+# runs (the "fuzz" hypothesis profile in tests/conftest.py; FUZZ_EXAMPLES=n to
+# change its 1500 sequences); no per-test timeout.
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -o timeout=0 --hypothesis-show-statistics \
 		tests/test_safety_stateful.py
