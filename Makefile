@@ -9,7 +9,7 @@ DEMO_DIR := .data/demo
 DATA ?= ../shared/data
 NODE2VEC_VENV := .venv-node2vec
 
-.PHONY: install proto run test bench eval node2vec-venv descriptor clean
+.PHONY: install proto run test fuzz bench eval node2vec-venv descriptor clean
 
 install: $(BIN)/.installed $(PROTO_STAMP)
 
@@ -40,6 +40,13 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The stateful safety test with many more (and longer) sequences than `make test`
+# runs (the "fuzz" hypothesis profile in tests/conftest.py; FUZZ_EXAMPLES=n to
+# change its 1500 sequences); no per-test timeout.
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -o timeout=0 --hypothesis-show-statistics \
+		tests/service/safety/test_safety_stateful.py
 
 bench: install
 	$(BIN)/python -m tests.bench.graph_bench

@@ -20,7 +20,21 @@ COLUMNS: dict[str, type] = {
     # The lowest age band the profile ever declared: a weakly assured adult
     # who once said they were a minor keeps minor protections.
     "min_band": np.int8,
+    # The highest age band the profile ever declared, and whether a declared
+    # band was ever younger than the one before it. An account whose age is
+    # uncertain is read at its oldest band wherever it reaches minors, so an
+    # adult cannot become a minor to minors by declaring a younger age
+    # (issue 20). Snapshots written before these columns existed load with
+    # the current band and False (see ``OPTIONAL_COLUMNS``).
+    "max_band": np.int8,
+    "went_younger": np.bool_,
 }
+
+# Columns a snapshot may lack (written by an older build), with how to fill
+# them from the columns it has: the history before the upgrade is unknown,
+# so the current band stands for it; a rebuild from the event logs restores
+# it exactly.
+OPTIONAL_COLUMNS: dict[str, str] = {"max_band": "age_band", "went_younger": ""}
 
 
 class ProfileTable:
@@ -63,8 +77,12 @@ class ProfileTable:
         if profile.age_band is not None:
             band = int(profile.age_band)
             c["age_band"][row] = band
-            if c["min_band"][row] == 0 or band < c["min_band"][row]:
-                c["min_band"][row] = band
+            if band > 0:  # an unset band is no declaration: the history keeps the last ones
+                if band < c["max_band"][row]:
+                    c["went_younger"][row] = True
+                if c["min_band"][row] == 0 or band < c["min_band"][row]:
+                    c["min_band"][row] = band
+                c["max_band"][row] = max(int(c["max_band"][row]), band)
         if profile.message_privacy is not None:
             c["message_privacy"][row] = int(profile.message_privacy)
         if profile.account_state is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -40,7 +41,7 @@ from .errors import SnapshotError
 from .event_ids import EventIdSet
 from .ids import IdMap
 from .pairlog import PairLog
-from .profiles import COLUMNS, ProfileTable
+from .profiles import COLUMNS, OPTIONAL_COLUMNS, ProfileTable
 from .relations import EdgeSet, WeightedEdges
 from .store import EDGE_SETS, PAIR_LOGS, GraphStore
 
@@ -55,6 +56,8 @@ VECTORS_FILE = "embeddings.npy"
 EVENT_IDS = "event_ids"
 EVENT_DIGESTS = "event_ids.digest"
 EXTRA_PREFIX = "extra."
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -248,6 +251,23 @@ def _event_ids(directory: Path, arr: Callable[[str], np.ndarray]) -> EventIdSet:
     return EventIdSet(ids, digests)
 
 
+def _profiles(directory: Path, arr: Callable[..., np.ndarray]) -> ProfileTable:
+    """The profile columns; those an older build did not write are filled
+    as ``OPTIONAL_COLUMNS`` says (a column named there is copied, an empty
+    name means zeros)."""
+    columns: dict[str, np.ndarray] = {}
+    for c in COLUMNS:
+        if c not in OPTIONAL_COLUMNS or (directory / f"profiles.{c}.npy").is_file():
+            columns[c] = arr(f"profiles.{c}", mmap=False)
+    for c, source in OPTIONAL_COLUMNS.items():
+        if c not in columns:
+            log.warning("%s: no profiles.%s (older snapshot); the age history before it is taken as the "
+                        "current band; rebuild from the event logs to restore it", directory, c)
+            base = columns[source] if source else np.zeros(columns["has_profile"].shape[0])
+            columns[c] = np.asarray(base, COLUMNS[c])
+    return ProfileTable(columns)
+
+
 def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: bool = True) -> Snapshot:
     """Load a snapshot; big arrays are memory-mapped read-only."""
     directory = Path(directory)
@@ -277,7 +297,7 @@ def read_snapshot(directory: Path, config: GraphConfig, clock: Clock, *, check: 
             {"strength": arr("interactions.out.strength"), "time": arr("interactions.out.time")}),
         CSR(arr("interactions.in.indptr"), arr("interactions.in.indices")),
         lock, config.half_life_s)
-    profiles = ProfileTable({c: arr(f"profiles.{c}", mmap=False) for c in COLUMNS})
+    profiles = _profiles(directory, arr)
     if len(profiles) != n:
         raise SnapshotError(f"{directory}: {len(profiles)} profiles for {n} users")
     logs = {

@@ -27,6 +27,7 @@ user is unsafe for 1.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from typing import NamedTuple
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, settings
 
 from graph.clock import ManualClock
 from graph.config import GraphConfig
@@ -44,6 +46,17 @@ from graph.rebuild import rebuild
 from service.server.config import ServerConfig
 from service.server.server import Server, build_safety, create_server
 from service.server.state import ServingState
+
+# Hypothesis profiles for the stateful safety tests (tests/test_safety_stateful.py):
+# "stateful" keeps `make test` fast; "fuzz" (`make fuzz`, HYPOTHESIS_PROFILE=fuzz)
+# runs many more and longer sequences. Tests with their own @settings keep them.
+settings.register_profile("stateful", max_examples=25, stateful_step_count=20, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "1500")), stateful_step_count=40,
+                          deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 # Edge events happen from T0 on; profile CSV rows happen at the rebuild's
 # clock (SNAPSHOT_TIME), the newest event; servers start a minute later.

@@ -278,7 +278,7 @@ class TestCheckers:
             ("import grpc\n", True),
             ("from grpc import StatusCode\n", True),
             ("import grpc_status.rpc_status\n", True),
-            ("from service.wal import Wal\n", True),
+            ("from service.durability.wal import Wal\n", True),
             ("def f():\n    import service\n", True),
             ("from contactgraph.v1 import suggestion_service_pb2_grpc\n", True),
             ("from contactgraph.v1 import graph_events_pb2\n", False),

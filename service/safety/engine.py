@@ -70,26 +70,67 @@ class Decision(IntEnum):
     DENY = 3
 
 
-def effective_bands(store: GraphStore, rows: np.ndarray) -> np.ndarray:
-    """Age band per row as the rules see it (int8): a weakly assured profile
-    that ever declared a younger band keeps the younger one; unset stays 0
-    (the most restrictive)."""
-    p = store.profiles
-    band = p.column("age_band")[rows]
-    lowest = p.column("min_band")[rows]
-    assurance = p.column("age_assurance")[rows]
+# -- age readings ----------------------------------------------------------
+# An account's age is *uncertain* when it is weakly assured (assurance unset
+# or DECLARED) and has declared more than one band, or when it ever declared
+# a band younger than one it declared before (whatever the assurance now).
+# Such an account has two readings, and every rule takes the one that is
+# stricter for the *other* user (issue 20):
+# - protected: where its own protections are at stake (it is the one
+#   contacted or suggested, its own DM and suggestion age, guardian
+#   controls, exposure caps, counting it as a minor who accused someone):
+#   its youngest declared band when weakly assured; a strongly assured
+#   (ESTIMATED, VERIFIED) band is taken at its word;
+# - reach: where it reaches minors (it sends, it is suggested to a minor,
+#   it is the friend through whom a minor would be found): its oldest
+#   declared band when weakly assured or after any change toward younger,
+#   since an assurance given for one band says nothing of a younger one
+#   declared after it.
+# A certain account's readings are both its current band; an unset band
+# stays 0 in both (the most restrictive).
+def _readings(band: np.ndarray, lowest: np.ndarray, highest: np.ndarray, assurance: np.ndarray,
+              younger: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     weak = (assurance == _WEAK_A) | (assurance == _WEAK_B)
-    return np.where(weak & (lowest > 0) & (lowest < band), lowest, band).astype(np.int8)
+    known = band > 0
+    protected = np.where(known & weak & (lowest > 0), np.minimum(lowest, band), band).astype(np.int8)
+    reach = np.where(known & (weak | younger), np.maximum(highest, band), band).astype(np.int8)
+    return protected, reach
+
+
+def age_readings(store: GraphStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (protected band, reach band), both int8."""
+    p = store.profiles
+    return _readings(p.column("age_band")[rows], p.column("min_band")[rows], p.column("max_band")[rows],
+                     p.column("age_assurance")[rows], p.column("went_younger")[rows])
+
+
+def effective_bands(store: GraphStore, rows: np.ndarray) -> np.ndarray:
+    """Age band per row where its own protections are at stake (int8): the
+    protected reading (see above); unset stays 0 (the most restrictive)."""
+    return age_readings(store, rows)[0]
+
+
+def reach_bands(store: GraphStore, rows: np.ndarray) -> np.ndarray:
+    """Age band per row where it reaches minors (int8): the reach reading."""
+    return age_readings(store, rows)[1]
+
+
+def age_reading_one(store: GraphStore, row: int) -> tuple[int, int]:
+    """``age_readings`` for one row, in plain Python (no numpy per call)."""
+    p = store.profiles
+    band = int(p.column("age_band")[row])
+    if band <= 0:
+        return band, band
+    weak = int(p.column("age_assurance")[row]) in (_WEAK_A, _WEAK_B)
+    lowest = int(p.column("min_band")[row])
+    protected = min(lowest, band) if weak and lowest > 0 else band
+    reach = max(int(p.column("max_band")[row]), band) if weak or bool(p.column("went_younger")[row]) else band
+    return protected, reach
 
 
 def effective_band(store: GraphStore, row: int) -> int:
     """``effective_bands`` for one row."""
-    p = store.profiles
-    band = int(p.column("age_band")[row])
-    lowest = int(p.column("min_band")[row])
-    if 0 < lowest < band and int(p.column("age_assurance")[row]) in (_WEAK_A, _WEAK_B):
-        return lowest
-    return band
+    return age_reading_one(store, row)[0]
 
 
 def member(sorted_values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -166,18 +207,27 @@ class Viewer:
     from the store on first use and kept for the request. Never kept across
     requests: a block acknowledged before a call is seen by that call."""
 
-    __slots__ = ("engine", "store", "policy", "row", "now", "band", "minor", "regions", "region", "_ext",
-                 "_friends", "_followers", "_blocks_out", "_blocks_in", "_mutes", "_inbound", "_logs",
-                 "_suspicious", "_controls", "_reach")
+    __slots__ = ("engine", "store", "policy", "row", "now", "as_declared", "band", "minor", "reach_adult",
+                 "regions", "region", "_ext", "_friends", "_followers", "_blocks_out", "_blocks_in", "_mutes",
+                 "_inbound", "_logs", "_suspicious", "_controls", "_reach")
 
-    def __init__(self, engine: "SafetyEngine", store: GraphStore, policy: Policy, row: int, now: float) -> None:
+    def __init__(self, engine: "SafetyEngine", store: GraphStore, policy: Policy, row: int, now: float, *,
+                 as_declared: bool = False) -> None:
         self.engine = engine
         self.store = store
         self.policy = policy
         self.row = row
         self.now = now
-        self.band = effective_band(store, row)
-        self.minor = self.band != _ADULT
+        # as_declared: read every age at its current band, ignoring the
+        # uncertain-age rule; only to explain what that rule changed.
+        self.as_declared = as_declared
+        if as_declared:
+            protected = reach = int(store.profiles.column("age_band")[row])
+        else:
+            protected, reach = age_reading_one(store, row)
+        self.band = protected
+        self.minor = protected != _ADULT  # as the one protected
+        self.reach_adult = reach == _ADULT  # as the one who reaches others
         self.regions = engine.region_table(policy)
         self.region = self.regions.of(int(store.profiles.column("region")[row]))
         self._ext: int | None = None
@@ -271,8 +321,12 @@ class Viewer:
             friends = self.friends()
             # Only friends whose profile says minor count: an adult, or a
             # friend of unknown age (no profile, unset band), is never a
-            # path to a minor.
-            claimed = self.store.profiles.column("age_band")[friends]
+            # path to a minor; nor is a friend who ever declared an adult
+            # age while uncertain (its reach reading).
+            if self.as_declared:
+                claimed = self.store.profiles.column("age_band")[friends]
+            else:
+                claimed = reach_bands(self.store, friends)
             minor_friends = friends[(claimed > _UNSET_BAND) & (claimed < _ADULT)]
             reach = self.store.gather_friends(minor_friends) if minor_friends.shape[0] else _NO_ROWS
             if reach.shape[0]:
@@ -293,7 +347,7 @@ class Context:
     for every row (the send path lists every reason)."""
 
     __slots__ = ("viewer", "store", "policy", "rows", "n", "now", "alive", "stranger", "_cols", "_bands", "_minor",
-                 "_friends", "_follows_viewer", "_region")
+                 "_reach_adult", "_friends", "_follows_viewer", "_region")
 
     def __init__(self, viewer: Viewer, rows: np.ndarray, *, stranger: bool = False) -> None:
         self.viewer = viewer
@@ -311,6 +365,7 @@ class Context:
         self._cols: dict[str, np.ndarray] = {}
         self._bands: np.ndarray | None = None
         self._minor: np.ndarray | None = None
+        self._reach_adult: np.ndarray | None = None
         self._friends: np.ndarray | None = None
         self._follows_viewer: np.ndarray | None = None
         self._region: np.ndarray | None = None
@@ -324,17 +379,36 @@ class Context:
     def zeros(self) -> np.ndarray:
         return np.zeros(self.n, bool)
 
+    def _read_ages(self) -> None:
+        if self.viewer.as_declared:
+            protected = reach = self.col("age_band")
+        else:
+            protected, reach = age_readings(self.store, self.rows)
+        self._bands = protected
+        self._reach_adult = reach == _ADULT
+
     @property
     def bands(self) -> np.ndarray:
+        """The candidates' protected readings."""
         if self._bands is None:
-            self._bands = effective_bands(self.store, self.rows)
+            self._read_ages()
+            assert self._bands is not None
         return self._bands
 
     @property
     def minor(self) -> np.ndarray:
+        """Candidates protected as minors (when contacted or suggested to)."""
         if self._minor is None:
             self._minor = self.bands != _ADULT
         return self._minor
+
+    @property
+    def reach_adult(self) -> np.ndarray:
+        """Candidates read as adults where they would reach minors."""
+        if self._reach_adult is None:
+            self._read_ages()
+            assert self._reach_adult is not None
+        return self._reach_adult
 
     @property
     def friends(self) -> np.ndarray:
@@ -368,14 +442,19 @@ class Pair:
     """One (viewer, candidate) pair, both rows inside the profile table: the
     scalar rules' view, with facts fetched on first use."""
 
-    __slots__ = ("viewer", "store", "row", "band", "minor", "_friends", "_follows_viewer", "_rules")
+    __slots__ = ("viewer", "store", "row", "band", "minor", "reach_adult", "_friends", "_follows_viewer", "_rules")
 
     def __init__(self, viewer: Viewer, row: int) -> None:
         self.viewer = viewer
         self.store = viewer.store
         self.row = row
-        self.band = effective_band(self.store, row)
-        self.minor = self.band != _ADULT
+        if viewer.as_declared:
+            protected = reach = int(self.store.profiles.column("age_band")[row])
+        else:
+            protected, reach = age_reading_one(self.store, row)
+        self.band = protected
+        self.minor = protected != _ADULT
+        self.reach_adult = reach == _ADULT
         self._friends: bool | None = None
         self._follows_viewer: bool | None = None
         self._rules: RegionRules | None = None
@@ -480,13 +559,15 @@ def _message_privacy_one(p: Pair) -> bool:
 
 
 def _adult_to_minor_not_followed(ctx: Context) -> np.ndarray:
-    if ctx.viewer.minor:
+    # The sender reaches out: an uncertain sender is read at its oldest
+    # declared band, the recipient at its youngest.
+    if not ctx.viewer.reach_adult:
         return ctx.zeros()
     return ctx.minor & ~ctx.follows_viewer
 
 
 def _adult_to_minor_not_followed_one(p: Pair) -> bool:
-    return not p.viewer.minor and p.minor and not p.follows_viewer
+    return p.viewer.reach_adult and p.minor and not p.follows_viewer
 
 
 def _suspicious_adult(ctx: Context) -> np.ndarray:
@@ -578,8 +659,14 @@ def _under_suggestion_age(ctx: Context) -> np.ndarray:
 
 
 def _minor_adult_not_friends(ctx: Context) -> np.ndarray:
-    # A floor in code: no adult-minor suggestions between strangers.
-    return (ctx.minor != ctx.viewer.minor) & ~ctx.friends
+    # A floor in code: no adult-minor suggestions between strangers. Each
+    # side is read the way stricter for the other: the one who would be
+    # protected as a minor, against the other read at its oldest band.
+    v = ctx.viewer
+    mixed = ctx.minor.copy() if v.reach_adult else ctx.zeros()
+    if v.minor:
+        mixed |= ctx.reach_adult
+    return mixed & ~ctx.friends
 
 
 def _minor_no_safe_connection(ctx: Context) -> np.ndarray:
@@ -953,7 +1040,21 @@ class SafetyEngine:
         else:
             column = self._matrix(self.viewer(store, viewer, now), np.array([row], np.int32),
                                   SUGGESTION_RULES)[:, 0]
-        return list(dict.fromkeys(SUGGESTION_RULES[i].reason for i in np.flatnonzero(column).tolist()))
+        reasons = list(dict.fromkeys(SUGGESTION_RULES[i].reason for i in np.flatnonzero(column).tolist()))
+        if reasons and self._age_uncertainty_removes(store, viewer, row, now, column):
+            reasons.append(FilterReason.AGE_UNCERTAIN)
+        return reasons
+
+    def _age_uncertainty_removes(self, store: GraphStore, viewer: int, row: int, now: float,
+                                 column: np.ndarray) -> bool:
+        """Does a rule remove the candidate only because the viewer's, the
+        candidate's or a mutual friend's age is uncertain (that is, not when
+        every age is read at its current band)?"""
+        if viewer < 0 or viewer >= len(store.profiles) or row < 0 or row >= len(store.profiles):
+            return False
+        declared = self._matrix(Viewer(self, store, self.policy.current, viewer, now, as_declared=True),
+                                np.array([row], np.int32), SUGGESTION_RULES)[:, 0]
+        return bool((column & ~declared).any())
 
     @staticmethod
     def _unknown_viewer_column(store: GraphStore, row: int) -> np.ndarray:

@@ -24,6 +24,13 @@ Reading of the rule text (where it had to choose, it chose fail closed):
   ever declared a younger band keeps the youngest band it declared; an
   ESTIMATED or VERIFIED profile is taken at its word. Unset counts as a
   minor wherever "minor" protects someone.
+* Uncertain age (issue 20): read each user the way stricter for the other
+  one. The effective age above is the user as the one protected (contacted,
+  suggested, its own age limits, guardian controls, caps, accusing). As the
+  one who reaches out (sending, being suggested to a minor, being the friend
+  through whom a minor is found) a user is read at the oldest band it ever
+  declared if it is weakly assured, or if it ever declared a band younger
+  than an earlier declaration (whatever its assurance); else at its band.
 * Regions: for a pair, every threshold is the stricter of the two users'
   regions (higher minimum age, more mutual friends, lower minor cap), and it
   applies to *both* users of the pair.
@@ -192,6 +199,18 @@ class World:
         else:
             raise ValueError(kind)
 
+    def erase(self, u: int) -> None:
+        """The user is gone: every fact naming them, and their guardian
+        controls (their id in another child's removed list no longer
+        matters: it can never act again)."""
+        self.profiles.pop(u, None)
+        self.guardians.pop(u, None)
+        for pairs in (self.follows, self.blocks, self.mutes, self.messages):
+            pairs -= {pair for pair in pairs if u in pair}
+        for logged in (self.reports, self.dismissals, self.unfollows, self.unblocks):
+            for pair in [pair for pair in logged if u in pair]:
+                del logged[pair]
+
     # -- facts ------------------------------------------------------------
     def p(self, u: int) -> Prof | None:
         return self.profiles.get(u)
@@ -210,10 +229,24 @@ class World:
         """Anything but a (effectively) adult counts as a minor."""
         return self.band(u) != BAND_RANK["ADULT"]
 
-    def known_minor(self, u: int) -> bool:
-        """A profile that itself says minor (for paths *through* a user)."""
+    def reach_band(self, u: int) -> int:
+        """Age rank of ``u`` where it reaches others (0 = unknown)."""
         p = self.p(u)
-        return p is not None and p.age_band is not None and BAND_RANK[p.age_band] < BAND_RANK["ADULT"]
+        if p is None or p.age_band is None:
+            return 0
+        ranks = [BAND_RANK[b] for b in p.declared]
+        went_younger = any(later < max(ranks[:i]) for i, later in enumerate(ranks) if i)
+        if p.assurance in WEAK_ASSURANCE or went_younger:
+            return max(ranks)
+        return BAND_RANK[p.age_band]
+
+    def reaches_as_adult(self, u: int) -> bool:
+        return self.reach_band(u) == BAND_RANK["ADULT"]
+
+    def known_minor(self, u: int) -> bool:
+        """A profile that itself says minor, and never an adult while its
+        age is uncertain (for paths *through* a user)."""
+        return 0 < self.reach_band(u) < BAND_RANK["ADULT"]
 
     def friends(self, a: int, b: int) -> bool:
         return (a, b) in self.follows and (b, a) in self.follows
@@ -279,7 +312,7 @@ class World:
             return False
         if not (rp.privacy == "EVERYONE" or (rp.privacy == "FRIENDS" and self.friends(s, r))):
             return False
-        if not self.is_minor(s) and self.is_minor(r) and (r, s) not in self.follows:
+        if self.reaches_as_adult(s) and self.is_minor(r) and (r, s) not in self.follows:
             return False
         if self.is_minor(s) and self.suspicious(r):
             return False
@@ -349,7 +382,8 @@ class World:
         floor = self.pair_value(v, c, "min_suggestion_band")
         if self.band(v) < floor or self.band(c) < floor:
             return False
-        if self.is_minor(v) != self.is_minor(c) and not friends:
+        if not friends and ((self.is_minor(v) and self.reaches_as_adult(c))
+                            or (self.reaches_as_adult(v) and self.is_minor(c))):
             return False
         if self.is_minor(c) and not friends and (c, v) not in self.follows:
             mutual = self.friends_of(v) & self.friends_of(c)
@@ -509,6 +543,18 @@ class Harness:
 
     def message(self, a: int, b: int) -> None:
         self._event("message", a, b)
+
+    def erase(self, uid: int) -> None:
+        """``erase_user``, as the server applies it: the store hides the user
+        and the guardian records forget them."""
+        from graph.model import Event, EventKind
+
+        self._n += 1
+        event = Event(f"e{self._n}", self.now, EventKind.ERASE_USER, uid)
+        self.store.apply_batch([event])
+        self.engine.observe(self.store, [event])
+        self.guardians.forget_erased(self.store.erased_subset)
+        self.world.erase(uid)
 
     def impression(self, viewer: int, candidate: int) -> None:
         """The service showed ``candidate`` to ``viewer`` now."""
