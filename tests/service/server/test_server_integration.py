@@ -101,8 +101,18 @@ def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorIn
     assert len(infos) == 1, status
     info = error_details_pb2.ErrorInfo()
     infos[0].Unpack(info)
-    assert info.domain == "contactgraph.v1"
+    assert info.domain == "contactgraph.example.com"  # the service's name (AIP-193), not its API version
     return str(err.details()), info
+
+
+def field_violations(err: grpc.RpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """The FieldViolations of the error's one google.rpc.BadRequest."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    found = [d for d in status.details if d.Unpack(bad)]
+    assert len(found) == 1, status
+    return list(bad.field_violations)
 
 
 def expect_invalid(call: object, field: str) -> tuple[str, error_details_pb2.ErrorInfo]:
@@ -113,6 +123,9 @@ def expect_invalid(call: object, field: str) -> tuple[str, error_details_pb2.Err
     text, info = invalid_argument(caught.value)
     assert field in text, text
     assert info.metadata["field"] == field, info
+    violations = field_violations(caught.value)
+    assert [v.field for v in violations] == [field], violations
+    assert all(v.description for v in violations), violations
     return text, info
 
 
