@@ -9,7 +9,6 @@ from pathlib import Path
 
 from service.server.config import DEFAULT_PORT
 
-
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +27,8 @@ def pin_threads() -> list[dict[str, object]]:
 
     threadpool_limits(limits=1)
     faiss.omp_set_num_threads(1)
-    return threadpool_info()
+    pools: list[dict[str, object]] = threadpool_info()
+    return pools
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ class TestVersion:
         """`python -m service.cli --version` prints `contactgraph X` with X
         from importlib.metadata, and exits 0."""
         out = subprocess.run([sys.executable, "-m", "service.cli", "--version"], cwd=REPO,
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == f"contactgraph {metadata.version('contactgraph')}"
 
@@ -93,5 +93,5 @@ class TestEnvironment:
 
         env = dict(os.environ, CONTACTGRAPH_PORT="abc")
         out = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--snapshot", str(tmp_path)],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 2 and "CONTACTGRAPH_PORT='abc'" in out.stderr, out.stderr

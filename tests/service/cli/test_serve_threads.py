@@ -51,7 +51,7 @@ class TestServeThreadLimits:
 
         env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
         out = subprocess.run(
-            [sys.executable, "-c", "import numpy, faiss, json, threadpoolctl; "
-             "print(json.dumps([p['num_threads'] for p in threadpoolctl.threadpool_info()]))"],
+            [sys.executable, "-c", ("import numpy, faiss, json, threadpoolctl; "
+                                    "print(json.dumps([p['num_threads'] for p in threadpoolctl.threadpool_info()]))")],
             env=env, capture_output=True, text=True, check=True, timeout=60).stdout
         assert max(json.loads(out)) > 1

@@ -15,16 +15,22 @@ from pathlib import Path
 
 import grpc
 import pytest
+from contactgraph.v1 import graph_events_pb2 as ev_pb
+from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from contactgraph.v1 import graph_events_pb2 as ev_pb
-from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from graph.clock import ManualClock
 from service.durability.wal import WriteAheadLog
 from service.server.config import WalConfig
-from service.server.server import GRAPH_SERVICE, SERVICE_NAMES, Server, build_safety, create_server
+from service.server.server import (
+    GRAPH_SERVICE,
+    SERVICE_NAMES,
+    Server,
+    build_safety,
+    create_server,
+)
 from service.server.state import open_serving
 from tests.conftest import SERVE_TIME, TinyNetwork, server_config
 from tests.service.server.test_server_integration import suggest
@@ -58,7 +64,7 @@ def _fill_disk(wal: WriteAheadLog) -> None:
     """Point the open segment's descriptor at /dev/full (ENOSPC on write)."""
     full = os.open("/dev/full", os.O_WRONLY)
     try:
-        os.dup2(full, wal._fd)  # noqa: SLF001 -- the fault must reach the real descriptor
+        os.dup2(full, wal._fd)
     finally:
         os.close(full)
 
@@ -84,8 +90,8 @@ class TestWalFailureHealth:
                     graph.ApplyEvents(_follow(event_id, 1, 11), timeout=10)
                 call = caught.value
                 assert call.code() == grpc.StatusCode.UNAVAILABLE
-                assert "restarted" in call.details()
-                status = rpc_status.from_call(call)
+                assert "restarted" in (call.details() or "")
+                status = rpc_status.from_call(call)  # type: ignore[arg-type]
                 assert status is not None
                 info = error_details_pb2.ErrorInfo()
                 assert any(d.Unpack(info) for d in status.details)
