@@ -37,15 +37,19 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def wal_server(tiny_network: TinyNetwork, tmp_path: Path) -> Iterator[Server]:
-    """A server over the tiny network with a real write-ahead log in
-    tmp_path and a metrics endpoint on a free port."""
+def start_wal_server(snapshot_dir: Path, data_dir: Path) -> Server:
+    """A server over the snapshot with a real write-ahead log in data_dir
+    and a metrics endpoint on a free port (the caller stops it)."""
     clock = ManualClock(SERVE_TIME)
-    config = server_config(tiny_network.snapshot_dir, data_dir=tmp_path, wal=WalConfig(tmp_path / "wal"),
-                           metrics_port=0)
+    config = server_config(snapshot_dir, data_dir=data_dir, wal=WalConfig(data_dir / "wal"), metrics_port=0)
     state, journal = open_serving(config, clock, safety=build_safety(config, clock))
     server, _ = create_server(config, state, journal)
+    return server
+
+
+@pytest.fixture
+def wal_server(tiny_network: TinyNetwork, tmp_path: Path) -> Iterator[Server]:
+    server = start_wal_server(tiny_network.snapshot_dir, tmp_path)
     yield server
     server.stop(0)
 
