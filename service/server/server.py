@@ -84,7 +84,7 @@ class Server:
         self._compacting = False
         # Overload, deadlines, mTLS permissions, request ids and metrics:
         # service/server/interceptors.py. The pool holds every call the lanes admit.
-        self.metrics = ServerMetrics()
+        self.metrics = ServerMetrics(services=(*SERVICE_NAMES, health.SERVICE_NAME))
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.lanes = Lanes(config)
         self.interceptor = ServingInterceptor(
