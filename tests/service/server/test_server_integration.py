@@ -39,6 +39,7 @@ from graph.rebuild import rebuild
 from service.server.config import ServerConfig
 from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
+from service.server.status import DOMAIN
 
 from tests.conftest import SERVE_TIME
 
@@ -151,7 +152,7 @@ def expect_already_exists(call: object, field: str) -> None:
     assert status is not None, "the error carries no google.rpc.Status"
     info = error_details_pb2.ErrorInfo()
     assert len(status.details) == 1 and status.details[0].Unpack(info), status
-    assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", "contactgraph.v1", field)
+    assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", DOMAIN, field)
 
 
 def walk(channel: grpc.Channel, user_id: int, page_size: int,

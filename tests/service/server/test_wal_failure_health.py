@@ -33,7 +33,7 @@ from service.server.server import (
 )
 from service.server.state import open_serving
 from tests.conftest import SERVE_TIME, TinyNetwork, server_config
-from tests.service.server.test_server_integration import suggest
+from tests.service.server.test_server_integration import serve_time_stamp, suggest
 
 Status = health_pb2.HealthCheckResponse
 
@@ -51,7 +51,8 @@ def wal_server(tiny_network: TinyNetwork, tmp_path: Path) -> Iterator[Server]:
 
 def _follow(event_id: str, actor: int, target: int) -> graph_service_pb2.ApplyEventsRequest:
     return graph_service_pb2.ApplyEventsRequest(
-        events=[ev_pb.GraphEvent(event_id=event_id, follow=ev_pb.Edge(actor_id=actor, target_id=target))])
+        events=[ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
+                                 follow=ev_pb.Edge(actor_id=actor, target_id=target))])
 
 
 def _health(channel: grpc.Channel, service: str) -> int:
