@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from graph.eventlog import RejectedLine
 
 
-def print_report(report: "object") -> None:
+def print_report(report: object) -> None:
     from graph.rebuild import RebuildReport
 
     assert isinstance(report, RebuildReport)

@@ -33,13 +33,10 @@ def pin_threads() -> list[dict[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     from graph.clock import SystemClock
-    from graph.errors import SnapshotError
-
-    from graph.errors import WalError
-
+    from graph.errors import SnapshotError, WalError
+    from service.safety.policy import PolicyError
     from service.server import logs
     from service.server.config import ServerConfig, WalConfig, load_page_token_keys
-    from service.safety.policy import PolicyError
     from service.server.server import PortInUse, build_safety, serve
     from service.server.state import open_serving
 

@@ -9,12 +9,11 @@ from typing import NoReturn
 
 import grpc
 import numpy as np
-from google.protobuf import timestamp_pb2
-
 from contactgraph.v1 import guardian_service_pb2 as pb
 from contactgraph.v1 import guardian_service_pb2_grpc, suggestion_service_pb2
-from graph.model import AgeBand
+from google.protobuf import timestamp_pb2
 
+from graph.model import AgeBand
 from service.safety.engine import effective_bands
 from service.safety.guardian import Controls, GuardianError, Messaging
 from service.server.state import ServingState

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-
 from contactgraph.v1 import filter_reason_pb2, safety_service_pb2, safety_service_pb2_grpc
 
 from service.safety.engine import MessagingDecision

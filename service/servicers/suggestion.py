@@ -9,16 +9,15 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
-
 from contactgraph.v1 import filter_reason_pb2, suggestion_service_pb2, suggestion_service_pb2_grpc
-from graph.model import Surface
 
-from service.server.config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ServerConfig
-from service.servicers.page_token import MAX_WALK, PageTokenError, PageTokens
-from service.pipeline.reasons import SuggestionReason
-from service.server.state import ServingState
+from graph.model import Surface
 from service.pipeline.explain import explain
+from service.pipeline.reasons import SuggestionReason
+from service.server.config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ServerConfig
+from service.server.state import ServingState
 from service.server.status import invalid_argument
+from service.servicers.page_token import MAX_WALK, PageTokenError, PageTokens
 
 log = logging.getLogger(__name__)
 

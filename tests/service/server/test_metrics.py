@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from contactgraph.v1 import (
     safety_service_pb2,
     safety_service_pb2_grpc,
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from conftest import RunningServer

@@ -17,12 +17,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from grpc_status import rpc_status
-
 from contactgraph.v1 import (
     filter_reason_pb2,
     graph_service_pb2,
@@ -33,13 +27,18 @@ from contactgraph.v1 import (
 )
 from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
+from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_status import rpc_status
+
 from graph.clock import ManualClock
 from graph.model import AccountState, AgeAssurance, AgeBand, MessagePrivacy, encode_region
 from graph.rebuild import rebuild
 from service.server.config import ServerConfig
 from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
-
 from tests.conftest import SERVE_TIME
 
 if TYPE_CHECKING:

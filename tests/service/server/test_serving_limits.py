@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
 from contactgraph.v1 import (
     safety_service_pb2,
     safety_service_pb2_grpc,
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
 from service.server.interceptors import Lane, LaneConfig
 from service.server.request_scope import RequestIdLogFilter
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from contactgraph.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
-from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc, suggestion_service_pb2
-from contactgraph.v1 import suggestion_service_pb2_grpc
 
 from tests.conftest import TEST_POLICY, RunningServer, TinyNetwork
 

@@ -17,19 +17,26 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import pytest
+from contactgraph.v1 import (
+    filter_reason_pb2,
+    graph_service_pb2,
+    graph_service_pb2_grpc,
+    guardian_service_pb2_grpc,
+    safety_service_pb2,
+    safety_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
+from contactgraph.v1 import graph_events_pb2 as ev_pb
+from contactgraph.v1 import guardian_service_pb2 as gpb
+from contactgraph.v1 import user_profile_pb2 as profile_pb
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from contactgraph.v1 import filter_reason_pb2, graph_service_pb2, graph_service_pb2_grpc
-from contactgraph.v1 import graph_events_pb2 as ev_pb
-from contactgraph.v1 import guardian_service_pb2 as gpb
-from contactgraph.v1 import guardian_service_pb2_grpc, safety_service_pb2, safety_service_pb2_grpc
-from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
-from contactgraph.v1 import user_profile_pb2 as profile_pb
 from graph.clock import ManualClock
 from graph.config import GraphConfig
-from service.server.config import ServerConfig
 from service.safety.guardian import issue_consent_token
+from service.server.config import ServerConfig
 from service.server.server import Server, build_safety, create_server, reload_policy
 from service.server.state import ServingState
 
