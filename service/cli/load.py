@@ -37,6 +37,9 @@ METHODS = {
     "batch-check": "/contactgraph.v1.SafetyService/BatchCheckMessaging",
 }
 _DISTINCT_REQUESTS = 8192
+# A method called without (de)serialisers: requests go out as the bytes
+# build_requests made, replies come back as bytes (only the status counts).
+_Call = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
 
 
 class LoadError(Exception):
@@ -160,7 +163,7 @@ def build_requests(spec: LoadSpec) -> list[bytes]:
     pick = users[rng.integers(0, users.shape[0], n)]
     out: list[bytes] = []
     if spec.method == "suggest":
-        surface = surface_pb2.Surface.Value("SURFACE_NEW_CONTACTS")
+        surface = surface_pb2.SURFACE_NEW_CONTACTS
         for u in pick.tolist():
             out.append(suggestion_service_pb2.SuggestContactsRequest(
                 user_id=u, page_size=spec.page_size, surface=surface).SerializeToString())
@@ -238,7 +241,7 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
             for c in channels:
                 await c.close()
             raise LoadError(f"cannot reach {spec.target}: is the server running?")
-    calls = [channel.unary_unary(spec.path or METHODS[spec.method]) for channel in channels]
+    calls: list[_Call] = [channel.unary_unary(spec.path or METHODS[spec.method]) for channel in channels]
     latencies: list[float] = []  # from the scheduled send when paced
     service: list[float] = []  # from the actual send
     lags: list[float] = []
@@ -255,7 +258,7 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
     interval = 1.0 / spec.qps if spec.qps else 0.0
     prefix = spec.request_id
 
-    async def worker(call: Any) -> None:
+    async def worker(call: _Call) -> None:
         nonlocal issued, measured, counted
         while True:
             i = issued

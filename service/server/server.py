@@ -102,15 +102,17 @@ class Server:
                 ("grpc.max_receive_message_length", config.max_request_bytes),
             ],
         )
-        suggestion_service_pb2_grpc.add_SuggestionServiceServicer_to_server(
+        # The generated *_pb2_grpc modules carry no types (protoc writes no
+        # stubs for services), hence the ignores on the calls into them.
+        suggestion_service_pb2_grpc.add_SuggestionServiceServicer_to_server(  # type: ignore[no-untyped-call]
             SuggestionServicer(lambda: self.state, config), self.grpc_server)
-        graph_service_pb2_grpc.add_GraphServiceServicer_to_server(
+        graph_service_pb2_grpc.add_GraphServiceServicer_to_server(  # type: ignore[no-untyped-call]
             GraphServicer(lambda: self.state, config, self.journal), self.grpc_server)
-        safety_service_pb2_grpc.add_SafetyServiceServicer_to_server(
+        safety_service_pb2_grpc.add_SafetyServiceServicer_to_server(  # type: ignore[no-untyped-call]
             SafetyServicer(lambda: self.state), self.grpc_server)
-        guardian_service_pb2_grpc.add_GuardianServiceServicer_to_server(
+        guardian_service_pb2_grpc.add_GuardianServiceServicer_to_server(  # type: ignore[no-untyped-call]
             GuardianServicer(lambda: self.state, self.interceptor.authorizer), self.grpc_server)
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AdminServicer(self.swapper.load, lambda: self.state.safety.policy,
                           snapshot_roots=snapshot_roots(config), policy_root=policy_root(config)),
             self.grpc_server)

@@ -193,7 +193,9 @@ class ClientTls:
             raise ValueError("a client certificate needs both --tls-cert and --tls-key")
 
     def credentials(self) -> grpc.ChannelCredentials:
-        read = (lambda p: Path(p).read_bytes() if p is not None else None)
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
         return grpc.ssl_channel_credentials(root_certificates=read(self.ca), private_key=read(self.key),
                                             certificate_chain=read(self.cert))
 
