@@ -169,7 +169,7 @@ def build_requests(spec: LoadSpec) -> list[bytes]:
                 user_id=u, page_size=spec.page_size, surface=surface).SerializeToString())
     elif spec.method == "check":
         other = users[rng.integers(0, users.shape[0], n)]
-        for s, r in zip(pick.tolist(), other.tolist()):
+        for s, r in zip(pick.tolist(), other.tolist(), strict=True):
             out.append(safety_service_pb2.CheckMessagingRequest(
                 sender_id=s, recipient_id=r if r != s else s + 1).SerializeToString())
     else:
@@ -216,7 +216,7 @@ async def _connect(channel: grpc.aio.Channel, timeout_s: float) -> bool:
             return False
         try:
             await asyncio.wait_for(channel.wait_for_state_change(state), deadline - time.monotonic())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         state = channel.get_state(try_to_connect=True)
     return True

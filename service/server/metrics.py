@@ -124,7 +124,7 @@ class StateCollector(Collector):
         yield capacity
         try:
             yield from self._state_metrics()
-        except Exception:  # noqa: BLE001 - a scrape must never take the server down; log and go on
+        except Exception:  # a scrape must never take the server down; log and go on
             log.exception("metrics: reading the served state failed")
 
     def _state_metrics(self) -> Iterator[Any]:

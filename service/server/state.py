@@ -145,7 +145,8 @@ def pipeline_for(snapshot: Snapshot, search: VectorSearch, safety: SafetyEngine 
     return Pipeline.of(snapshot.store, search, contacts, model, safety=safety)
 
 
-def open_serving(config: ServerConfig, clock: Clock, safety: SafetyEngine | None = None) -> tuple[ServingState, Journal]:
+def open_serving(config: ServerConfig, clock: Clock,
+                 safety: SafetyEngine | None = None) -> tuple[ServingState, Journal]:
     """Start-up: open the write-ahead log (cutting off a torn tail), load the
     snapshot, replay the log after its watermark, and return the state with
     the journal that commits on top of it."""

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import grpc
 
-__all__ = ["ROLES", "ROLE_METHODS", "OPEN_SERVICES", "TRUSTED_ROLES", "CHILD_REQUEST_ROLES",
-           "GUARDIAN_REQUEST_ROLES", "TlsConfig", "Authorizer", "caller_roles", "parse_role_assignments",
-           "peer_identities", "server_credentials"]
+__all__ = ["CHILD_REQUEST_ROLES", "GUARDIAN_REQUEST_ROLES", "OPEN_SERVICES", "ROLES", "ROLE_METHODS", "TRUSTED_ROLES",
+           "Authorizer", "TlsConfig", "caller_roles", "parse_role_assignments", "peer_identities",
+           "server_credentials"]
 
 # Roles and the methods (full names "/package.Service/Method", or a whole
 # service "/package.Service/*") each may call.

@@ -73,7 +73,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                   f"the write-ahead log cannot be replayed onto this snapshot; the current one keeps serving: {err}",
                   "WAL_REPLAY_FAILED", path=request.path)
-        except Exception:  # noqa: BLE001 - anything else is INTERNAL with a logged traceback
+        except Exception:  # anything else is INTERNAL with a logged traceback
             log.exception("LoadSnapshot %s failed", request.path)
             abort(context, grpc.StatusCode.INTERNAL, "internal error; the current snapshot keeps serving",
                   "INTERNAL")

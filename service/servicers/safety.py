@@ -62,7 +62,9 @@ class SafetyServicer(safety_service_pb2_grpc.SafetyServiceServicer):
         response = safety_service_pb2.BatchCheckMessagingResponse(
             policy_version=state.safety.policy.current.version)
         add = response.results.add
-        for recipient, decision in zip(request.recipient_ids, decisions):
+        # One decision per recipient, in order: a short list must not
+        # silently drop recipients from the answer.
+        for recipient, decision in zip(request.recipient_ids, decisions, strict=True):
             add(recipient_id=recipient, allowed=decision.allowed, decision=_PROTO_DECISION[decision.decision],
                 reasons=_reasons(decision))
         return response

@@ -78,7 +78,7 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
         page_ids = ranked.user_ids[page].tolist()
         add = response.suggestions.add
         for i, user_id, score, mutual in zip(picked, page_ids, ranked.scores[page].tolist(),
-                                             ranked.mutual_counts[page].tolist()):
+                                             ranked.mutual_counts[page].tolist(), strict=True):
             add(user_id=user_id, score=score, reasons=[_PROTO_REASON[r] for r in ranked.reasons[i]],
                 mutual_friend_count=mutual)
         walked = list(shown) + page_ids
