@@ -38,7 +38,7 @@ def _scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def _value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
-    matches = [v for l, v in samples.get(name, []) if all(l.get(k) == x for k, x in labels.items())]
+    matches = [v for have, v in samples.get(name, []) if all(have.get(k) == x for k, x in labels.items())]
     assert matches, f"no sample {name} {labels}; have {sorted(samples)}"
     return sum(matches)
 

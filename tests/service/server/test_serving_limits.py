@@ -263,7 +263,8 @@ class TestDeadlines:
                 return self.inner(row, now)
 
         for surface, flow in pipeline.flows.items():
-            pipeline.flows[surface] = dataclasses.replace(flow, sources=tuple(Slow(s) for s in sources_for(surface))[:1])
+            pipeline.flows[surface] = dataclasses.replace(
+                flow, sources=tuple(Slow(s) for s in sources_for(surface))[:1])
         filter_suggestions = pipeline.safety.filter_suggestions
 
         def spy(*args: Any, **kwargs: Any) -> Any:

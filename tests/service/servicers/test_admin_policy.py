@@ -126,7 +126,7 @@ class TestAdminPaths:
             for path in (str(layout / "elsewhere" / "valid"), str(layout / "snaps" / ".." / "elsewhere" / "valid"),
                          str(layout / "snaps" / "evil" / "valid"), "/etc/shadow", "/etc/passwd",
                          "/no/such/dir", f"{layout}/snaps/current/../../../../../../etc", "bad\0path"):
-                text = _denied(lambda: load(path))
+                text = _denied(lambda path=path: load(path))
                 assert "/" not in text.split("(")[0] and str(layout) not in text and "etc" not in text, text
                 messages.add(text)
             assert len(messages) == 1, messages  # nothing tells existing from missing
@@ -150,7 +150,7 @@ class TestAdminPaths:
             messages = set()
             for path in (str(layout / "outside.toml"), str(layout / "policies" / ".." / "outside.toml"),
                          str(layout / "policies" / "evil.toml"), "/etc/shadow", "/etc/no-such-file"):
-                text = _denied(lambda: reload(path))
+                text = _denied(lambda path=path: reload(path))
                 assert str(layout) not in text and "etc" not in text, text
                 messages.add(text)
             assert len(messages) == 1, messages
