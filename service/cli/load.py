@@ -27,7 +27,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-
 from contactgraph.v1 import safety_service_pb2, suggestion_service_pb2, surface_pb2
 
 from service.server.tls import ClientTls
@@ -38,6 +37,9 @@ METHODS = {
     "batch-check": "/contactgraph.v1.SafetyService/BatchCheckMessaging",
 }
 _DISTINCT_REQUESTS = 8192
+# A method called without (de)serialisers: requests go out as the bytes
+# build_requests made, replies come back as bytes (only the status counts).
+_Call = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
 
 
 class LoadError(Exception):
@@ -161,13 +163,13 @@ def build_requests(spec: LoadSpec) -> list[bytes]:
     pick = users[rng.integers(0, users.shape[0], n)]
     out: list[bytes] = []
     if spec.method == "suggest":
-        surface = surface_pb2.Surface.Value("SURFACE_NEW_CONTACTS")
+        surface = surface_pb2.SURFACE_NEW_CONTACTS
         for u in pick.tolist():
             out.append(suggestion_service_pb2.SuggestContactsRequest(
                 user_id=u, page_size=spec.page_size, surface=surface).SerializeToString())
     elif spec.method == "check":
         other = users[rng.integers(0, users.shape[0], n)]
-        for s, r in zip(pick.tolist(), other.tolist()):
+        for s, r in zip(pick.tolist(), other.tolist(), strict=True):
             out.append(safety_service_pb2.CheckMessagingRequest(
                 sender_id=s, recipient_id=r if r != s else s + 1).SerializeToString())
     else:
@@ -214,7 +216,7 @@ async def _connect(channel: grpc.aio.Channel, timeout_s: float) -> bool:
             return False
         try:
             await asyncio.wait_for(channel.wait_for_state_change(state), deadline - time.monotonic())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         state = channel.get_state(try_to_connect=True)
     return True
@@ -239,7 +241,7 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
             for c in channels:
                 await c.close()
             raise LoadError(f"cannot reach {spec.target}: is the server running?")
-    calls = [channel.unary_unary(spec.path or METHODS[spec.method]) for channel in channels]
+    calls: list[_Call] = [channel.unary_unary(spec.path or METHODS[spec.method]) for channel in channels]
     latencies: list[float] = []  # from the scheduled send when paced
     service: list[float] = []  # from the actual send
     lags: list[float] = []
@@ -256,7 +258,7 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
     interval = 1.0 / spec.qps if spec.qps else 0.0
     prefix = spec.request_id
 
-    async def worker(call: Any) -> None:
+    async def worker(call: _Call) -> None:
         nonlocal issued, measured, counted
         while True:
             i = issued

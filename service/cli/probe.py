@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import grpc
+from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc, surface_pb2
 
 from service.server.server import SERVICE_NAMES
 from service.server.tls import ClientTls
@@ -35,10 +34,10 @@ class Endpoint:
         return self.address
 
 
-Target = Union[str, Endpoint]
+Target = str | Endpoint
 
 
-class _RequestId(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc's classes are untyped
+class _RequestId(grpc.UnaryUnaryClientInterceptor):
     def __init__(self, request_id: str) -> None:
         self._metadata = ("x-request-id", request_id)
 
@@ -71,9 +70,9 @@ def _rpc_error(err: grpc.RpcError, target: Target) -> ProbeError:
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)),
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
 
 
@@ -81,13 +80,8 @@ def suggest(target: Target, user_id: int, page_size: int, surface: str, page_tok
             timeout: float) -> str:
     request = suggestion_service_pb2.SuggestContactsRequest(
         user_id=user_id, page_size=page_size, page_token=page_token,
-        surface=surface_pb2.Surface.Value(f"SURFACE_{surface.upper()}"))
-    with _channel(target) as channel:
-        stub = suggestion_service_pb2_grpc.SuggestionServiceStub(channel)
-        try:
-            response = stub.SuggestContacts(request, timeout=timeout)
-        except grpc.RpcError as err:
-            raise _rpc_error(err, target) from None
+        surface=f"SURFACE_{surface.upper()}")
+    response = _call(target, suggestion_service_pb2_grpc.SuggestionServiceStub, "SuggestContacts", request, timeout)
     if as_json:
         return json_format.MessageToJson(response, preserving_proto_field_name=True)
     rows = [
@@ -114,7 +108,9 @@ def health(target: Target, as_json: bool, timeout: float) -> tuple[str, bool]:
         stub = health_pb2_grpc.HealthStub(channel)
         for name in ("", *SERVICE_NAMES):
             try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=timeout).status
+                # types-grpcio-health-checking's HealthStub declares no methods.
+                status = stub.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(service=name), timeout=timeout).status
                 statuses[name or "(server)"] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
             except grpc.RpcError as err:
                 raise _rpc_error(err, target) from None
@@ -137,7 +133,8 @@ def _call(target: Target, stub_factory: Any, method: str, request: Any, timeout:
 
 
 def _show(message: Any, as_json: bool) -> str:
-    text = json_format.MessageToJson(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    text = json_format.MessageToJson(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
     if as_json:
         return text
     flat = json.loads(text)
@@ -147,7 +144,7 @@ def _show(message: Any, as_json: bool) -> str:
 
 def explain(target: Target, viewer: int, candidate: int, surface: str, as_json: bool, timeout: float) -> str:
     request = suggestion_service_pb2.ExplainSuggestionRequest(
-        viewer_id=viewer, candidate_id=candidate, surface=surface_pb2.Surface.Value(f"SURFACE_{surface.upper()}"))
+        viewer_id=viewer, candidate_id=candidate, surface=f"SURFACE_{surface.upper()}")
     return _show(_call(target, suggestion_service_pb2_grpc.SuggestionServiceStub, "ExplainSuggestion", request,
                        timeout), as_json)
 

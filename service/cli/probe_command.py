@@ -9,7 +9,7 @@ from pathlib import Path
 from service.server.config import DEFAULT_PORT
 
 
-def _endpoint(args: argparse.Namespace) -> "object":
+def _endpoint(args: argparse.Namespace) -> object:
     """The probe's Endpoint from --target, the TLS flags and --request-id."""
     from service.cli.probe import Endpoint
     from service.server.tls import ClientTls
@@ -21,7 +21,7 @@ def _endpoint(args: argparse.Namespace) -> "object":
     return Endpoint(args.target, tls, args.request_id)
 
 
-def _cmd_load(args: argparse.Namespace, endpoint: "object") -> int:
+def _cmd_load(args: argparse.Namespace, endpoint: object) -> int:
     from service.cli.load import LoadError, LoadSpec, read_user_ids, run_load
     from service.cli.probe import Endpoint
 

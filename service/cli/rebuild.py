@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from graph.eventlog import RejectedLine
 
 
-def print_report(report: "object") -> None:
+def print_report(report: object) -> None:
     from graph.rebuild import RebuildReport
 
     assert isinstance(report, RebuildReport)
@@ -53,8 +53,10 @@ class _RejectFile:
 
     def add(self, rejected: RejectedLine) -> None:
         if self._tmp is None:
-            self._tmp = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", suffix=".rejects",
-                                                    delete=False)
+            # Open across add() calls until keep() or discard() closes it,
+            # so no with-block.
+            self._tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                "w", encoding="utf-8", newline="", suffix=".rejects", delete=False)
             self._tmp.write(_REJECT_FILE_PREAMBLE)
         out = self._tmp
         error = rejected.error

@@ -5,12 +5,38 @@ from __future__ import annotations
 import argparse
 import os
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from service.server.config import DEFAULT_PORT
 
+if TYPE_CHECKING:
+    from service.server.tls import TlsConfig
+
 log = logging.getLogger(__name__)
+
+
+class _ServingOptions(TypedDict):
+    """The ServerConfig fields set from the overload, metrics and TLS flags."""
+
+    queue: int
+    send_workers: int
+    send_queue: int
+    event_workers: int
+    queue_timeout_s: float
+    max_request_bytes: int
+    metrics_port: int | None
+    metrics_host: str | None
+    tls: TlsConfig | None
+
+
+class _GuardianKey(TypedDict, total=False):
+    """Empty unless a key file is given: then ServerConfig's own default (a
+    random key, so no consent token verifies) stays in place."""
+
+    guardian_key: bytes
 
 
 def pin_threads() -> list[dict[str, object]]:
@@ -34,13 +60,10 @@ def pin_threads() -> list[dict[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     from graph.clock import SystemClock
-    from graph.errors import SnapshotError
-
-    from graph.errors import WalError
-
+    from graph.errors import SnapshotError, WalError
+    from service.safety.policy import PolicyError
     from service.server import logs
     from service.server.config import ServerConfig, WalConfig, load_page_token_keys
-    from service.safety.policy import PolicyError
     from service.server.server import PortInUse, build_safety, serve
     from service.server.state import open_serving
 
@@ -55,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         snapshot = Path(args.snapshot) if args.snapshot else Path(args.data_dir) / "snapshot"
         data_dir = Path(args.data_dir) if args.data_dir else snapshot.resolve().parent
         key = Path(args.guardian_key_file).read_bytes().strip() if args.guardian_key_file else None
+        guardian: _GuardianKey = {"guardian_key": key} if key else {}
         wal = None if args.no_wal else WalConfig(
             Path(args.wal_dir) if args.wal_dir else data_dir / "wal", segment_bytes=args.wal_segment_bytes)
         config = ServerConfig(
@@ -64,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             data_dir=data_dir, wal=wal, watch_interval_s=args.watch_interval,
             token_keys=load_page_token_keys(args.page_token_key_file, os.environ),
             **_serving_options(args),
-            **({"guardian_key": key} if key else {}))
+            **guardian)
         clock = SystemClock()
         state, journal = open_serving(config, clock, safety=build_safety(config, clock))
         # After loading, so that every library serving uses is loaded (and
@@ -80,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serving_options(args: argparse.Namespace) -> dict[str, object]:
+def _serving_options(args: argparse.Namespace) -> _ServingOptions:
     """ServerConfig fields from the overload, metrics and TLS flags."""
     from service.server.tls import TlsConfig, parse_role_assignments
 

@@ -13,9 +13,8 @@ def _compact(args: argparse.Namespace) -> int:
     records, older snapshot directories that still hold their ids."""
     from graph.snapshot import load_ledger, remove_snapshot, snapshots_naming, verify
     from graph.wal_format import list_segments
-
-    from service.safety.guardian import scrub_journal
     from service.durability.wal import compact_log
+    from service.safety.guardian import scrub_journal
 
     snapshot = Path(args.snapshot)
     watermark = int(verify(snapshot)["watermark"])

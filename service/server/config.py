@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from graph.config import GraphConfig
-
 from service.server.tls import TlsConfig
 
 DEFAULT_PORT = 50051

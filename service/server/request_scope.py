@@ -38,7 +38,7 @@ class RequestScope:
     ``remaining``: seconds left before the deadline (None: no deadline);
     ``active``: False once the call is over (cancelled or timed out)."""
 
-    __slots__ = ("_request_id", "_remaining", "_active", "counts")
+    __slots__ = ("_active", "_remaining", "_request_id", "counts")
 
     def __init__(self, request_id: str | None, remaining: Callable[[], float | None] | None = None,
                  active: Callable[[], bool] | None = None) -> None:

@@ -15,16 +15,15 @@ from graph.clock import Clock
 from graph.config import GraphConfig
 from graph.contacts import ContactConfig, ContactGraph
 from graph.model import AccountState, Event, EventKind
-from graph.retrieval import fold_in_user
 from graph.ranking import RankingModel
+from graph.retrieval import fold_in_user
 from graph.snapshot import Snapshot, read_snapshot
 from graph.store import GraphStore
-
-from service.server.config import ServerConfig
 from service.durability.journal import Journal
+from service.durability.wal import Replayed, WriteAheadLog, replay
 from service.pipeline import Pipeline
 from service.safety.engine import SafetyEngine
-from service.durability.wal import Replayed, WriteAheadLog, replay
+from service.server.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class ServingState:
 
     @staticmethod
     def load(directory: Path, config: GraphConfig, clock: Clock,
-             safety: SafetyEngine | None = None, *, wal_dir: Path | None = None) -> "ServingState":
+             safety: SafetyEngine | None = None, *, wal_dir: Path | None = None) -> ServingState:
         """Read and verify the snapshot, then replay the log in ``wal_dir``
         after its watermark (up to what is written now).
 
@@ -146,7 +145,8 @@ def pipeline_for(snapshot: Snapshot, search: VectorSearch, safety: SafetyEngine 
     return Pipeline.of(snapshot.store, search, contacts, model, safety=safety)
 
 
-def open_serving(config: ServerConfig, clock: Clock, safety: SafetyEngine | None = None) -> tuple[ServingState, Journal]:
+def open_serving(config: ServerConfig, clock: Clock,
+                 safety: SafetyEngine | None = None) -> tuple[ServingState, Journal]:
     """Start-up: open the write-ahead log (cutting off a torn tail), load the
     snapshot, replay the log after its watermark, and return the state with
     the journal that commits on top of it."""

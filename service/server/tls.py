@@ -26,9 +26,9 @@ from pathlib import Path
 
 import grpc
 
-__all__ = ["ROLES", "ROLE_METHODS", "OPEN_SERVICES", "TRUSTED_ROLES", "CHILD_REQUEST_ROLES",
-           "GUARDIAN_REQUEST_ROLES", "TlsConfig", "Authorizer", "caller_roles", "parse_role_assignments",
-           "peer_identities", "server_credentials"]
+__all__ = ["CHILD_REQUEST_ROLES", "GUARDIAN_REQUEST_ROLES", "OPEN_SERVICES", "ROLES", "ROLE_METHODS", "TRUSTED_ROLES",
+           "Authorizer", "TlsConfig", "caller_roles", "parse_role_assignments", "peer_identities",
+           "server_credentials"]
 
 # Roles and the methods (full names "/package.Service/Method", or a whole
 # service "/package.Service/*") each may call.
@@ -193,7 +193,9 @@ class ClientTls:
             raise ValueError("a client certificate needs both --tls-cert and --tls-key")
 
     def credentials(self) -> grpc.ChannelCredentials:
-        read = (lambda p: Path(p).read_bytes() if p is not None else None)
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
         return grpc.ssl_channel_credentials(root_certificates=read(self.ca), private_key=read(self.key),
                                             certificate_chain=read(self.cert))
 

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import grpc
-
 from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc
-from graph.errors import SnapshotError, WalError, WalGapError
 
-from service.server.config import confined
+from graph.errors import SnapshotError, WalError, WalGapError
 from service.durability.hot_swap import Swapped
 from service.safety.policy import PolicyError, PolicyHolder
+from service.server.config import confined
 from service.server.status import abort, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                   f"the write-ahead log cannot be replayed onto this snapshot; the current one keeps serving: {err}",
                   "WAL_REPLAY_FAILED", path=request.path)
-        except Exception:  # noqa: BLE001 - anything else is INTERNAL with a logged traceback
+        except Exception:  # anything else is INTERNAL with a logged traceback
             log.exception("LoadSnapshot %s failed", request.path)
             abort(context, grpc.StatusCode.INTERNAL, "internal error; the current snapshot keeps serving",
                   "INTERNAL")

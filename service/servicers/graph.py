@@ -6,13 +6,12 @@ import logging
 from collections.abc import Callable
 
 import grpc
-
 from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
+
 from graph.errors import EventIdConflict, InvalidEvent, WalError
 from graph.events import event_from_proto
-
-from service.server.config import MAX_BATCH_EVENTS, ServerConfig
 from service.durability.journal import Journal, JournalFailed
+from service.server.config import MAX_BATCH_EVENTS, ServerConfig
 from service.server.state import ServingState
 from service.server.status import abort, invalid_argument
 from service.servicers.relationships import RelationshipReads

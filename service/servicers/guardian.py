@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import grpc
 import numpy as np
-from google.protobuf import timestamp_pb2
-
 from contactgraph.v1 import guardian_service_pb2 as pb
 from contactgraph.v1 import guardian_service_pb2_grpc, suggestion_service_pb2
-from graph.model import AgeBand
+from google.protobuf import timestamp_pb2
 
+from graph.model import AgeBand
 from service.safety.engine import effective_bands
 from service.safety.guardian import Controls, GuardianError, Messaging
 from service.server.state import ServingState
@@ -34,10 +33,11 @@ _CODES = {
 
 def _fail(context: grpc.ServicerContext, err: GuardianError) -> NoReturn:
     code, reason = _CODES[err.kind]
-    # A field at fault in a request the caller must fix: a BadRequest too.
-    bad = err.field and code == grpc.StatusCode.INVALID_ARGUMENT
-    abort(context, code, str(err), err.reason or reason, violations=[(err.field, str(err))] if bad else (),
-          **({"field": err.field} if err.field else {}))
+    if err.field:
+        # A field at fault in a request the caller must fix: a BadRequest too.
+        violations = [(err.field, str(err))] if code == grpc.StatusCode.INVALID_ARGUMENT else []
+        abort(context, code, str(err), err.reason or reason, violations=violations, field=err.field)
+    abort(context, code, str(err), err.reason or reason)
 
 
 def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -46,8 +46,13 @@ def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+# Messaging mirrors contactgraph.v1.GuardianMessaging number for number;
+# protoc's stubs type the field as the enum class, an int at run time.
+_PROTO_MESSAGING = {m: cast(pb.GuardianMessaging, int(m)) for m in Messaging}
+
+
 def _controls(c: Controls) -> pb.GuardianControls:
-    return pb.GuardianControls(suggestions_enabled=c.suggestions_enabled, messaging=int(c.messaging),
+    return pb.GuardianControls(suggestions_enabled=c.suggestions_enabled, messaging=_PROTO_MESSAGING[c.messaging],
                                removed_contact_ids=sorted(c.removed))
 
 

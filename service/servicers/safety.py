@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import grpc
-
 from contactgraph.v1 import filter_reason_pb2, safety_service_pb2, safety_service_pb2_grpc
 
-from service.safety.engine import MessagingDecision
+from service.safety.engine import Decision, MessagingDecision
 from service.safety.reasons import FilterReason
 from service.server.state import ServingState
 from service.server.status import invalid_argument
@@ -16,11 +16,16 @@ from service.server.status import invalid_argument
 MAX_RECIPIENTS = 100
 
 
-# Enum conversions looked up once, not per decision.
-_PROTO_REASON = {r: filter_reason_pb2.FilterReason.Value(r.value) for r in FilterReason}
+# Enum conversions looked up once, not per decision. protoc's stubs type an
+# enum field as the enum class, but EnumTypeWrapper.Value returns int: at
+# run time both are the same int, hence the casts.
+_PROTO_REASON = {r: cast(filter_reason_pb2.FilterReason, filter_reason_pb2.FilterReason.Value(r.value))
+                 for r in FilterReason}
+# Decision mirrors contactgraph.v1.Decision number for number.
+_PROTO_DECISION = {d: cast(safety_service_pb2.Decision, int(d)) for d in Decision}
 
 
-def _reasons(decision: MessagingDecision) -> list[int]:
+def _reasons(decision: MessagingDecision) -> list[filter_reason_pb2.FilterReason]:
     return [_PROTO_REASON[r] for r in decision.reasons]
 
 
@@ -38,7 +43,7 @@ class SafetyServicer(safety_service_pb2_grpc.SafetyServiceServicer):
         decision = state.safety.check_messaging(state.store, request.sender_id, [request.recipient_id],
                                                 state.store.clock.now())[0]
         return safety_service_pb2.CheckMessagingResponse(
-            allowed=decision.allowed, decision=int(decision.decision), reasons=_reasons(decision),
+            allowed=decision.allowed, decision=_PROTO_DECISION[decision.decision], reasons=_reasons(decision),
             policy_version=state.safety.policy.current.version)
 
     def BatchCheckMessaging(self, request: safety_service_pb2.BatchCheckMessagingRequest,
@@ -57,7 +62,9 @@ class SafetyServicer(safety_service_pb2_grpc.SafetyServiceServicer):
         response = safety_service_pb2.BatchCheckMessagingResponse(
             policy_version=state.safety.policy.current.version)
         add = response.results.add
-        for recipient, decision in zip(request.recipient_ids, decisions):
-            add(recipient_id=recipient, allowed=decision.allowed, decision=int(decision.decision),
+        # One decision per recipient, in order: a short list must not
+        # silently drop recipients from the answer.
+        for recipient, decision in zip(request.recipient_ids, decisions, strict=True):
+            add(recipient_id=recipient, allowed=decision.allowed, decision=_PROTO_DECISION[decision.decision],
                 reasons=_reasons(decision))
         return response

@@ -6,24 +6,28 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import cast
 
 import grpc
 import numpy as np
-
 from contactgraph.v1 import filter_reason_pb2, suggestion_service_pb2, suggestion_service_pb2_grpc
-from graph.model import Surface
 
-from service.server.config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ServerConfig
-from service.servicers.page_token import MAX_WALK, PageTokenError, PageTokens
-from service.pipeline.reasons import SuggestionReason
-from service.server.state import ServingState
+from graph.model import Surface
 from service.pipeline.explain import explain
+from service.pipeline.reasons import FilterReason, SuggestionReason
+from service.server.config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ServerConfig
+from service.server.state import ServingState
 from service.server.status import invalid_argument
+from service.servicers.page_token import MAX_WALK, PageTokenError, PageTokens
 
 log = logging.getLogger(__name__)
 
 # Enum conversions looked up once, not per suggestion.
 _PROTO_REASON = {r: suggestion_service_pb2.SuggestionReason.Value(r.value) for r in SuggestionReason}
+# protoc's stubs type an enum field as the enum class, but
+# EnumTypeWrapper.Value returns int: at run time both are the same int.
+_PROTO_FILTER_REASON = {r: cast(filter_reason_pb2.FilterReason, filter_reason_pb2.FilterReason.Value(r.value))
+                        for r in FilterReason}
 
 
 class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
@@ -66,7 +70,7 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
         response = suggestion_service_pb2.SuggestContactsResponse(
             snapshot_id=state.snapshot_id, policy_version=state.safety.policy.current.version)
         if ranked.ineligible is not None:
-            response.ineligible_reason = filter_reason_pb2.FilterReason.Value(ranked.ineligible.value)
+            response.ineligible_reason = _PROTO_FILTER_REASON[ranked.ineligible]
         fresh = np.flatnonzero(~np.isin(ranked.user_ids, np.array(shown, np.int64))) if shown \
             else np.arange(ranked.user_ids.shape[0])
         page = fresh[:room]
@@ -74,7 +78,7 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
         page_ids = ranked.user_ids[page].tolist()
         add = response.suggestions.add
         for i, user_id, score, mutual in zip(picked, page_ids, ranked.scores[page].tolist(),
-                                             ranked.mutual_counts[page].tolist()):
+                                             ranked.mutual_counts[page].tolist(), strict=True):
             add(user_id=user_id, score=score, reasons=[_PROTO_REASON[r] for r in ranked.reasons[i]],
                 mutual_friend_count=mutual)
         walked = list(shown) + page_ids
@@ -107,11 +111,11 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
         response = suggestion_service_pb2.ExplainSuggestionResponse(
             rank=found.rank, score=found.score, snapshot_id=state.snapshot_id,
             policy_version=state.safety.policy.current.version,
-            filter_reasons=[filter_reason_pb2.FilterReason.Value(r.value) for r in found.filter_reasons])
+            filter_reasons=[_PROTO_FILTER_REASON[r] for r in found.filter_reasons])
         for name, score in found.sources.items():
             response.sources.add(source=name, score=score)
         if found.ineligible is not None:
-            response.ineligible_reason = filter_reason_pb2.FilterReason.Value(found.ineligible.value)
+            response.ineligible_reason = _PROTO_FILTER_REASON[found.ineligible]
         log.info("ExplainSuggestion", extra={"fields": {
             "viewer_id": request.viewer_id, "candidate_id": request.candidate_id, "rank": found.rank}})
         return response

@@ -72,7 +72,7 @@ def _toy() -> Dataset:
     reply), 2->5 (5 joined after the cut), 3->1 (3 wrote to 1 before)."""
     rows = [(1, 2, 10), (3, 1, 20), (4, 2, 30),
             (1, 2, 110), (1, 3, 120), (1, 4, 130), (4, 1, 140), (2, 5, 150), (3, 1, 160)]
-    src, dst, t = (np.array(c) for c in zip(*rows))
+    src, dst, t = (np.array(c) for c in zip(*rows, strict=True))
     n = len(rows)
     return Dataset("toy", edge_table(src, dst, t.astype(float), np.full(n, int(EventKind.INTERACTION)),
                                      np.full(n, int(InteractionType.MESSAGE))))
@@ -85,7 +85,7 @@ class TestTruth:
         truth = new_contacts(ds.table, store, 100.0)
         n = store.n_rows
         pairs = {(store.ids.ext_of(int(k // n)), store.ids.ext_of(int(k % n))): bool(r)
-                 for k, r in zip(truth.keys.tolist(), truth.replied.tolist())}
+                 for k, r in zip(truth.keys.tolist(), truth.replied.tolist(), strict=True)}
         assert pairs == {(1, 3): True, (1, 4): True, (4, 1): False}
         assert truth.dropped == 1
 

@@ -17,12 +17,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from grpc_status import rpc_status
-
 from contactgraph.v1 import (
     filter_reason_pb2,
     graph_service_pb2,
@@ -33,6 +27,13 @@ from contactgraph.v1 import (
 )
 from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
+from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_status import rpc_status
+
 from graph.clock import ManualClock
 from graph.model import AccountState, AgeAssurance, AgeBand, MessagePrivacy, encode_region
 from graph.rebuild import rebuild
@@ -40,7 +41,6 @@ from service.server.config import ServerConfig
 from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
 from service.server.status import DOMAIN
-
 from tests.conftest import SERVE_TIME
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ def profile(event_id: str, **fields: object) -> ev_pb.GraphEvent:
 
 
 def erase(user_id: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), erase_user=ev_pb.EraseUser(user_id=user_id))
+    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
+                            erase_user=ev_pb.EraseUser(user_id=user_id))
 
 
 def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
@@ -570,7 +571,7 @@ class TestApplyEvents:
         assert (response.applied, response.duplicates) == (0, 2)
         for i, batch in enumerate(([edge("unfollow", 1, 2, "c-0")], [message(14, 1, "c-new"),
                                                                       edge("unblock", 43, 1, "j-1")])):
-            expect_already_exists(lambda: apply(fresh_channel, *batch), f"events[{i}].event_id")
+            expect_already_exists(lambda batch=batch: apply(fresh_channel, *batch), f"events[{i}].event_id")
         assert store.watermark == watermark
         assert store.is_friend(store.row(1), store.row(2))
         assert store.is_blocked_either(store.row(1), store.row(43))
@@ -784,7 +785,7 @@ class TestUndecodableRequests:
         methods = _unary_methods()
         assert len(methods) > 10
         for path, request_class in methods:
-            with pytest.raises(Exception):
+            with pytest.raises(DecodeError):
                 request_class().ParseFromString(garbage)  # the bytes really are undecodable
             call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
             with pytest.raises(grpc.RpcError) as caught:

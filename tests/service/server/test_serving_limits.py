@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
 from contactgraph.v1 import (
     safety_service_pb2,
     safety_service_pb2_grpc,
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
 from service.server.interceptors import Lane, LaneConfig
 from service.server.request_scope import RequestIdLogFilter
 
@@ -263,7 +263,8 @@ class TestDeadlines:
                 return self.inner(row, now)
 
         for surface, flow in pipeline.flows.items():
-            pipeline.flows[surface] = dataclasses.replace(flow, sources=tuple(Slow(s) for s in sources_for(surface))[:1])
+            pipeline.flows[surface] = dataclasses.replace(
+                flow, sources=tuple(Slow(s) for s in sources_for(surface))[:1])
         filter_suggestions = pipeline.safety.filter_suggestions
 
         def spy(*args: Any, **kwargs: Any) -> Any:

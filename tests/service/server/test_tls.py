@@ -15,12 +15,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from contactgraph.v1 import (
     guardian_service_pb2,
     guardian_service_pb2_grpc,
@@ -29,11 +23,17 @@ from contactgraph.v1 import (
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from service.server.config import ServerConfig
-from service.safety.guardian import issue_consent_token
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from service.cli.probe import Endpoint, ProbeError, suggest
-from tests.service.server.test_server_integration import serve_time_stamp
+from service.safety.guardian import issue_consent_token
+from service.server.config import ServerConfig
 from service.server.tls import Authorizer, ClientTls, TlsConfig, parse_role_assignments
+from tests.service.server.test_server_integration import serve_time_stamp
 
 if TYPE_CHECKING:
     from conftest import RunningServer
@@ -58,7 +58,7 @@ class Ca:
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
@@ -74,7 +74,7 @@ class Ca:
     def issue(self, cn: str, *, dns: tuple[str, ...] = (), ips: tuple[str, ...] = (), uris: tuple[str, ...] = (),
               server: bool = False) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
             .issuer_name(self.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())

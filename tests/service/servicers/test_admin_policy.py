@@ -9,11 +9,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from contactgraph.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
-from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc, suggestion_service_pb2
-from contactgraph.v1 import suggestion_service_pb2_grpc
 
 from tests.conftest import TEST_POLICY, RunningServer, TinyNetwork
 
@@ -123,7 +126,7 @@ class TestAdminPaths:
             for path in (str(layout / "elsewhere" / "valid"), str(layout / "snaps" / ".." / "elsewhere" / "valid"),
                          str(layout / "snaps" / "evil" / "valid"), "/etc/shadow", "/etc/passwd",
                          "/no/such/dir", f"{layout}/snaps/current/../../../../../../etc", "bad\0path"):
-                text = _denied(lambda: load(path))
+                text = _denied(lambda path=path: load(path))
                 assert "/" not in text.split("(")[0] and str(layout) not in text and "etc" not in text, text
                 messages.add(text)
             assert len(messages) == 1, messages  # nothing tells existing from missing
@@ -147,7 +150,7 @@ class TestAdminPaths:
             messages = set()
             for path in (str(layout / "outside.toml"), str(layout / "policies" / ".." / "outside.toml"),
                          str(layout / "policies" / "evil.toml"), "/etc/shadow", "/etc/no-such-file"):
-                text = _denied(lambda: reload(path))
+                text = _denied(lambda path=path: reload(path))
                 assert str(layout) not in text and "etc" not in text, text
                 messages.add(text)
             assert len(messages) == 1, messages

@@ -17,19 +17,26 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import pytest
+from contactgraph.v1 import (
+    filter_reason_pb2,
+    graph_service_pb2,
+    graph_service_pb2_grpc,
+    guardian_service_pb2_grpc,
+    safety_service_pb2,
+    safety_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
+from contactgraph.v1 import graph_events_pb2 as ev_pb
+from contactgraph.v1 import guardian_service_pb2 as gpb
+from contactgraph.v1 import user_profile_pb2 as profile_pb
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from contactgraph.v1 import filter_reason_pb2, graph_service_pb2, graph_service_pb2_grpc
-from contactgraph.v1 import graph_events_pb2 as ev_pb
-from contactgraph.v1 import guardian_service_pb2 as gpb
-from contactgraph.v1 import guardian_service_pb2_grpc, safety_service_pb2, safety_service_pb2_grpc
-from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
-from contactgraph.v1 import user_profile_pb2 as profile_pb
 from graph.clock import ManualClock
 from graph.config import GraphConfig
-from service.server.config import ServerConfig
 from service.safety.guardian import issue_consent_token
+from service.server.config import ServerConfig
 from service.server.server import Server, build_safety, create_server, reload_policy
 from service.server.state import ServingState
 
@@ -233,10 +240,12 @@ class TestLink:
         missing, malformed, forged, someone else's, expired or far-future
         tokens give PERMISSION_DENIED, and the denial is audited."""
         now = srv.clock.now()
-        tokens = {"forged-key": token(srv, "g", key=b"not-the-key-but-just-as-long-0001"), "other-child": token(srv, "g", child=33),
+        tokens = {"forged-key": token(srv, "g", key=b"not-the-key-but-just-as-long-0001"),
+                  "other-child": token(srv, "g", child=33),
                   "other-guardian": token(srv, "someone-else"), "expired": token(srv, "g", at=now - 8 * 86400),
                   "future": token(srv, "g", at=now + 86400)}
-        assert code_of(lambda: link(srv, "g", consent=tokens.get(consent, consent))) == grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: link(srv, "g", consent=tokens.get(consent, consent))) \
+            == grpc.StatusCode.PERMISSION_DENIED
         t = transparency(srv)
         assert list(t.links) == []
         assert (A.AUDIT_ACTION_DENIED, "g") in records(srv)
@@ -319,7 +328,8 @@ class TestControls:
         """Controls and overviews from a guardian without a link are
         PERMISSION_DENIED and each denial is audited."""
         link(srv, "mum")
-        assert code_of(lambda: controls(srv, "stranger", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: controls(srv, "stranger", suggestions_enabled=False)) \
+            == grpc.StatusCode.PERMISSION_DENIED
         assert code_of(lambda: overview(srv, "stranger")) == grpc.StatusCode.PERMISSION_DENIED
         assert [g for a, g in records(srv) if a == A.AUDIT_ACTION_DENIED] == ["stranger", "stranger"]
         assert transparency(srv).controls.suggestions_enabled
@@ -579,7 +589,7 @@ class TestBatchCheckMessaging:
         got = self.batch(srv, 1, recipients)
         assert [r.recipient_id for r in got.results] == recipients
         assert got.policy_version == "v1"
-        for result, recipient in zip(got.results, recipients):
+        for result, recipient in zip(got.results, recipients, strict=True):
             single = check(srv, 1, recipient)
             assert (result.allowed, result.decision, list(result.reasons)) == (
                 single.allowed, single.decision, list(single.reasons))
@@ -597,7 +607,8 @@ class TestBatchCheckMessaging:
         """A non-positive recipient is INVALID_ARGUMENT naming its index."""
         with pytest.raises(grpc.RpcError) as err:
             self.batch(srv, 1, [2, 0])
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipient_ids[1]" in (err.value.details() or "")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "recipient_ids[1]" in (err.value.details() or "")
 
     def test_block_in_batch_on_next_call(self, srv: Running) -> None:
         """A block applies to the next batch, only for the blocked recipient."""
@@ -721,7 +732,7 @@ class TestPolicyReloadUnderLoad:
                             assert resp.allowed
                         with lock:
                             seen.append((started, resp.policy_version))
-                    except BaseException as err:  # noqa: BLE001 - any failure fails the test
+                    except BaseException as err:  # any failure fails the test
                         failures.append(err)
 
         threads = [threading.Thread(target=hammer, args=(k,)) for k in ("suggest", "suggest", "check")]

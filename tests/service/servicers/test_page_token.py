@@ -4,6 +4,7 @@ tokens bound to viewer, surface and snapshot, that expire; keys that rotate."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import zlib
@@ -229,10 +230,8 @@ def _readable(token: str) -> list[bytes]:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         out.append(raw)
         for wbits in (15, -15, 31):
-            try:
+            with contextlib.suppress(zlib.error):
                 out.append(zlib.decompress(raw, wbits))
-            except zlib.error:
-                pass
     return out
 
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from tests.service.server.test_server_integration import apply, erase, expect_invalid, ids, suggest
 
 from service.cli import build_parser
 from service.server.config import (
@@ -24,6 +23,7 @@ from service.server.config import (
     parse_page_token_keys,
 )
 from service.servicers.page_token import PageTokens
+from tests.service.server.test_server_integration import apply, erase, expect_invalid, ids, suggest
 
 if TYPE_CHECKING:
     from conftest import RunningServer, TinyNetwork
