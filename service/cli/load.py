@@ -4,9 +4,13 @@ benchmark.
 One client process, grpc.aio: ``concurrency`` coroutines share one channel
 and send pre-serialised requests (the client spends its CPU on gRPC, not
 on protobuf), either as fast as answers come back (closed loop) or paced
-to a target rate (``qps``: request i is due at start + i/qps; latency is
-measured from when it was sent, and how late sends were is reported as
-``schedule_lag_p99_ms`` so a client that cannot keep up shows). It stops
+to a target rate (``qps``: request i is due at start + i/qps). Paced
+latency is measured from when a request was *due*, not from when it was
+sent: a stalled server delays the sends behind a slow answer, and timing
+those from their late send would leave the stall out of the numbers
+(coordinated omission). How late sends were is reported as
+``schedule_lag_p99_ms``, and the time from the actual send as
+``service_time_ms``. It stops
 after ``duration_s`` or ``requests``, whichever comes first; requests in
 the ``warmup_s`` before that are not counted.
 """
@@ -93,6 +97,10 @@ class LoadResult:
     qps: float
     latency_ms: dict[str, float]  # p50, p90, p99, p999, max, mean over OK answers
     schedule_lag_p99_ms: float | None = None
+    # What latency_ms is timed from: "scheduled send" when paced (no
+    # coordinated omission), "send" in a closed loop (the same thing there).
+    latency_from: str = "send"
+    service_time_ms: dict[str, float] = field(default_factory=dict)  # paced: from the actual send
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -105,10 +113,14 @@ class LoadResult:
             ("target qps", f"{self.target_qps:,.0f}" if self.target_qps else "max (closed loop)"),
             ("elapsed", f"{self.elapsed_s:.1f} s"), ("requests", f"{self.requests:,}"), ("ok", f"{self.ok:,}"),
             ("qps", f"{self.qps:,.0f}"),
+            ("latency from", "scheduled send time (no coordinated omission)"
+             if self.latency_from == "scheduled send" else "send time (closed loop)"),
             *((f"latency {k}", f"{lat[k]:.2f} ms") for k in ("p50", "p90", "p99", "max") if k in lat),
         ]
         if self.schedule_lag_p99_ms is not None:
             rows.append(("send lag p99", f"{self.schedule_lag_p99_ms:.2f} ms"))
+        if self.service_time_ms:
+            rows.append(("service time p99", f"{self.service_time_ms['p99']:.2f} ms (from the actual send)"))
         width = max(len(k) for k, _ in rows)
         out = [f"{k.ljust(width)}  {v}" for k, v in rows]
         out.append("errors" + (":" if self.errors else ": none"))
@@ -228,7 +240,8 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
                 await c.close()
             raise LoadError(f"cannot reach {spec.target}: is the server running?")
     calls = [channel.unary_unary(spec.path or METHODS[spec.method]) for channel in channels]
-    latencies: list[float] = []
+    latencies: list[float] = []  # from the scheduled send when paced
+    service: list[float] = []  # from the actual send
     lags: list[float] = []
     codes: Counter[str] = Counter()
     recent: list[float] = []
@@ -249,6 +262,7 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
             i = issued
             issued += 1
             lag = 0.0
+            due = 0.0
             if interval:
                 due = started + i * interval
                 now = loop_time()
@@ -257,6 +271,9 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
                 else:
                     lag = now - due
             t0 = loop_time()
+            # Paced: latency counts from when the request was due, so time
+            # spent waiting behind a slow answer is not left out.
+            t_from = due if interval else t0
             if t0 >= stop_at:
                 return
             counts = t0 >= measure_from
@@ -275,8 +292,9 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
                 counted += 1
                 codes[code] += 1
                 if code == "OK":
-                    latencies.append(t1 - t0)
-                    recent.append(t1 - t0)
+                    latencies.append(t1 - t_from)
+                    service.append(t1 - t0)
+                    recent.append(t1 - t_from)
                 if interval:
                     lags.append(lag)
 
@@ -310,7 +328,9 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
         elapsed_s=round(elapsed, 3), requests=total, ok=codes.get("OK", 0),
         errors={c: n for c, n in codes.items() if c != "OK"}, qps=total / elapsed,
         latency_ms=_percentiles(ms),
-        schedule_lag_p99_ms=float(np.percentile(np.array(lags) * 1000, 99)) if lags else None)
+        schedule_lag_p99_ms=float(np.percentile(np.array(lags) * 1000, 99)) if lags else None,
+        latency_from="scheduled send" if interval else "send",
+        service_time_ms=_percentiles(np.array(service) * 1000.0) if interval else {})
 
 
 def run_load(spec: LoadSpec, progress_to: Any = None) -> LoadResult:

@@ -120,7 +120,7 @@ def health(target: Target, as_json: bool, timeout: float) -> tuple[str, bool]:
                 raise _rpc_error(err, target) from None
     ok = all(s == "SERVING" for s in statuses.values())
     if as_json:
-        return json.dumps({"target": target, "ok": ok, "services": statuses}, indent=2), ok
+        return json.dumps({"target": str(target), "ok": ok, "services": statuses}, indent=2), ok
     return _table(["service", "status"], [[k, v] for k, v in statuses.items()]), ok
 
 

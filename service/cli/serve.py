@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
 from pathlib import Path
 
 from service.server.config import DEFAULT_PORT
 
+log = logging.getLogger(__name__)
 
-def _pin_threads() -> None:
-    # Serving answers many small queries: one BLAS/FAISS thread per request
-    # beats oversubscribing two cores.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+
+def pin_threads() -> list[dict[str, object]]:
+    """One BLAS/OpenMP thread per call: serving answers many small queries
+    on many gRPC threads, and a BLAS pool per call would oversubscribe the
+    cores. Returns threadpoolctl's view of every loaded pool afterwards.
+
+    Environment variables (OMP_NUM_THREADS, ...) cannot do this: OpenBLAS
+    reads them when it is loaded, and numpy is imported long before
+    ``serve`` runs. threadpoolctl sets the limit through each library's own
+    API, and only for libraries already loaded, so import FAISS (which
+    brings its own OpenBLAS and OpenMP) first."""
+    import faiss
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(limits=1)
+    faiss.omp_set_num_threads(1)
+    pools: list[dict[str, object]] = threadpool_info()
+    return pools
 
 
 def run(args: argparse.Namespace) -> int:
-    _pin_threads()
     from graph.clock import SystemClock
     from graph.errors import SnapshotError
 
@@ -53,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
             **({"guardian_key": key} if key else {}))
         clock = SystemClock()
         state, journal = open_serving(config, clock, safety=build_safety(config, clock))
+        # After loading, so that every library serving uses is loaded (and
+        # the load itself may use all cores).
+        pools = pin_threads()
+        log.info("thread pools limited", extra={"fields": {"thread_pools": [
+            {"library": p.get("prefix"), "api": p.get("internal_api"), "num_threads": p.get("num_threads")}
+            for p in pools]}})
         serve(config, state, journal)
     except (SnapshotError, WalError, PortInUse, PolicyError, OSError, ValueError) as err:
         print(f"contactgraph serve: {err}", file=sys.stderr)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -62,6 +62,8 @@ class Journal:
         self._wal = wal
         self._lock = threading.Lock()
         self._failed: BaseException | None = None
+        self._on_failure: list[Callable[[BaseException], None]] = []
+        self._reported = False
 
     @property
     def store(self) -> GraphStore:
@@ -87,6 +89,37 @@ class Journal:
         acknowledged."""
         if messages is not None and len(messages) != len(events):
             raise ValueError(f"{len(messages)} messages for {len(events)} events")
+        try:
+            return self._commit(events, messages, now)
+        except BaseException:
+            self._report_failure()
+            raise
+
+    def on_failure(self, callback: Callable[[BaseException], None]) -> None:
+        """Call ``callback(error)`` once, when writes become impossible
+        until a restart (the log failed to write or sync, or the journal
+        failed). The server turns its health to NOT_SERVING with it."""
+        self._on_failure.append(callback)
+        self._report_failure()
+
+    @property
+    def broken(self) -> BaseException | None:
+        """Why no write can be made durable any more (None while they can)."""
+        if self._failed is not None:
+            return self._failed
+        return self._wal.failed if self._wal is not None else None
+
+    def _report_failure(self) -> None:
+        err = self.broken
+        # A closed log is a shutdown, not a failure.
+        if err is None or self._reported or (self._wal is not None and self._wal.closing):
+            return
+        self._reported = True
+        for callback in self._on_failure:
+            callback(err)
+
+    def _commit(self, events: Sequence[Event], messages: Sequence[graph_events_pb2.GraphEvent] | None,
+                now: float | None) -> CommitResult:
         ticket = 0
         digests = event_digests(events)
         with self._lock:

@@ -104,6 +104,7 @@ class WriteAheadLog:
         self._durable = 0
         self._syncing = False
         self._failed: BaseException | None = None
+        self.closing = False  # set by close(): later failures are the shutdown's
         self.fsyncs = 0
         self.appends = 0
         self.fsync_seconds = 0.0
@@ -226,6 +227,7 @@ class WriteAheadLog:
 
     def close(self) -> None:
         """Sync what was written and close. Later appends fail."""
+        self.closing = True
         if self.appends:
             log.info("WAL closed: %d records appended, %d group fsyncs (%.1f records each, %.2f ms each)",
                      self.appends, self.fsyncs, self.appends / max(self.fsyncs, 1),

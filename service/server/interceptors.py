@@ -54,6 +54,9 @@ from service.server.tls import Authorizer, peer_identities
 
 log = logging.getLogger(__name__)
 
+# The shortest RetryInfo delay an overload answer asks for.
+MIN_RETRY_DELAY_S = 0.1
+
 REQUEST_ID_KEY = "x-request-id"
 _MAX_REQUEST_ID = 64
 _WARN_EVERY_S = 10.0
@@ -525,13 +528,17 @@ class ServingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc'
         if why == Lane.DEADLINE:
             abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while queued", "DEADLINE_EXCEEDED",
                   lane=lane.name)
+        # RetryInfo (AIP-193): a full lane drains in about one queue
+        # timeout, so that is the least wait worth asking for; clients add
+        # jitter and back off further on repeated refusals.
+        retry_after_s = max(lane.config.queue_timeout_s, MIN_RETRY_DELAY_S)
         if why == Lane.QUEUE_TIMEOUT:
             abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
                   f"server overloaded: waited over {lane.config.queue_timeout_s:g}s for a {lane.name} worker; "
-                  "retry with backoff", "SERVER_OVERLOADED", lane=lane.name)
+                  "retry with backoff", "SERVER_OVERLOADED", retry_after_s=retry_after_s, lane=lane.name)
         abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
               f"server overloaded: {lane.config.capacity} {lane.name} calls in flight; retry with backoff",
-              "SERVER_OVERLOADED", lane=lane.name)
+              "SERVER_OVERLOADED", retry_after_s=retry_after_s, lane=lane.name)
 
     def _abandoned(self, info: _Method, err: Abandoned, context: grpc.ServicerContext) -> None:
         self._metrics.abandoned.labels(err.stage).inc()

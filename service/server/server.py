@@ -44,9 +44,10 @@ from service.server.tls import Authorizer, add_port
 
 log = logging.getLogger(__name__)
 
+GRAPH_SERVICE = graph_service_pb2.DESCRIPTOR.services_by_name["GraphService"].full_name
 SERVICE_NAMES = (
     suggestion_service_pb2.DESCRIPTOR.services_by_name["SuggestionService"].full_name,
-    graph_service_pb2.DESCRIPTOR.services_by_name["GraphService"].full_name,
+    GRAPH_SERVICE,
     safety_service_pb2.DESCRIPTOR.services_by_name["SafetyService"].full_name,
     guardian_service_pb2.DESCRIPTOR.services_by_name["GuardianService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
@@ -134,6 +135,20 @@ class Server:
         self.grpc_server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.journal.on_failure(self._writes_failed)
+
+    def _writes_failed(self, err: BaseException) -> None:
+        """The WAL (or the journal) failed: no write can be made durable
+        until a restart. GraphService says NOT_SERVING, and so does the
+        whole server (""): a load balancer or Kubernetes probe checks "",
+        and a replica that refuses every write must leave the pool and be
+        restarted (a restart reopens the log and replays it), even though
+        it could still answer reads. The other services stay SERVING for
+        callers who check them by name."""
+        log.critical("writes can no longer be made durable; health NOT_SERVING for %s and the server "
+                     "until a restart: %s", GRAPH_SERVICE, err)
+        for name in ("", GRAPH_SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Report NOT_SERVING, then let in-flight calls finish."""

@@ -52,6 +52,12 @@ class GraphServicer(RelationshipReads, graph_service_pb2_grpc.GraphServiceServic
                   "EVENT_ID_REUSED", field=f"events[{err.index}].event_id")
         except (WalError, JournalFailed) as err:
             log.error("ApplyEvents not acknowledged: %s", err)
+            if self._journal.broken is not None:
+                # Sticky until a restart: retrying here cannot succeed.
+                abort(context, grpc.StatusCode.UNAVAILABLE,
+                      "the write-ahead log failed, so this server cannot make writes durable until it is "
+                      "restarted; the batch is not acknowledged: retry it on another replica or after the "
+                      "restart (health reports NOT_SERVING)", "WAL_UNAVAILABLE")
             abort(context, grpc.StatusCode.UNAVAILABLE,
                   "the write-ahead log is unavailable; the batch is not acknowledged (retry it later)",
                   "WAL_UNAVAILABLE")

@@ -34,7 +34,10 @@ _CODES = {
 
 def _fail(context: grpc.ServicerContext, err: GuardianError) -> NoReturn:
     code, reason = _CODES[err.kind]
-    abort(context, code, str(err), err.reason or reason, **({"field": err.field} if err.field else {}))
+    # A field at fault in a request the caller must fix: a BadRequest too.
+    bad = err.field and code == grpc.StatusCode.INVALID_ARGUMENT
+    abort(context, code, str(err), err.reason or reason, violations=[(err.field, str(err))] if bad else (),
+          **({"field": err.field} if err.field else {}))
 
 
 def _stamp(seconds: float) -> timestamp_pb2.Timestamp:

@@ -43,12 +43,15 @@ class SuggestionServicer(suggestion_service_pb2_grpc.SuggestionServiceServicer):
         now = state.store.clock.now()
         if request.user_id <= 0:
             invalid_argument(context, "user_id", "must be a positive user id")
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            invalid_argument(context, "page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        if request.page_size < 0:
+            invalid_argument(context, "page_size", f"must not be negative (0 means {DEFAULT_PAGE_SIZE}, "
+                                                   f"at most {MAX_PAGE_SIZE} are served)")
         if request.surface not in Surface._value2member_map_:
             invalid_argument(context, "surface", f"unknown surface {request.surface}")
         surface = Surface(request.surface) if request.surface else Surface.NEW_CONTACTS
-        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        # AIP-158: a page_size over the maximum is served as the maximum,
+        # not refused; the caller pages on with next_page_token as usual.
+        page_size = min(request.page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
         shown: tuple[int, ...] = ()
         if request.page_token:
             try:

@@ -42,6 +42,16 @@ def _reason(err: grpc.RpcError) -> str:
     return str(info.reason)
 
 
+def _retry_delay_s(err: grpc.RpcError) -> float:
+    """The google.rpc.RetryInfo delay an error asks for, in seconds."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    retry = error_details_pb2.RetryInfo()
+    found = [d for d in status.details if d.Unpack(retry)]
+    assert len(found) == 1, status
+    return float(retry.retry_delay.ToNanoseconds()) / 1e9
+
+
 class Gate:
     """Blocks the server's suggestion pipeline until opened; counts calls
     that reached it."""
@@ -95,6 +105,8 @@ class TestOverload:
                 stub.SuggestContacts(SUGGEST(user_id=1), timeout=5)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert _reason(err.value) == "SERVER_OVERLOADED"
+            # AIP-193: an overload answer says when a retry is worth trying.
+            assert _retry_delay_s(err.value) == pytest.approx(limited[0].server.config.queue_timeout_s)
         assert time.perf_counter() - started < 1.0
         gate.opened.set()
         assert running.result(timeout=5).suggestions
@@ -113,6 +125,7 @@ class TestOverload:
             stub.SuggestContacts(SUGGEST(user_id=1), timeout=5)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert 0.25 < time.perf_counter() - started < 2.0
+        assert _retry_delay_s(err.value) > 0
         gate.opened.set()
         first.result(timeout=5)
         time.sleep(0.1)
