@@ -26,7 +26,6 @@ PLACEHOLDER_PREFIXES = ("DIR/", "DATA_DIR/", ".data/", ".venv", "../")
 # then drop the entry.
 PENDING = {
     "graph/eventlog/": "graph/eventlog.py",  # event-log readers become a package
-    "service/safety/rules/": "service/safety/engine.py",  # one file per rule family
 }
 
 # Folders the layout table need not name: caches, virtualenvs, build output.
