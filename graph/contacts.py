@@ -119,7 +119,7 @@ class ContactGraph:
     # -- construction --------------------------------------------------
     @staticmethod
     def build(table: EventTable, store: GraphStore, as_of: float,
-              config: ContactConfig | None = None) -> "ContactGraph":
+              config: ContactConfig | None = None) -> ContactGraph:
         """From the events in ``table`` up to ``as_of`` (interactions) and
         the store's follow edges; rows are the store's. Duplicated event
         ids count once; events of users the store does not know (erased)
@@ -204,7 +204,7 @@ class ContactGraph:
         return {name: getattr(self, name) for name in ("indptr",) + _EDGE_ARRAYS + _NODE_ARRAYS}
 
     @staticmethod
-    def from_arrays(arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> "ContactGraph":
+    def from_arrays(arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> ContactGraph:
         return ContactGraph(arrays, as_of, config)
 
     # -- queries -------------------------------------------------------

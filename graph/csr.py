@@ -36,7 +36,7 @@ class CSR:
         return int(self.indices.shape[0])
 
     @staticmethod
-    def empty(n_rows: int, value_dtypes: dict[str, type] | None = None) -> "CSR":
+    def empty(n_rows: int, value_dtypes: dict[str, type] | None = None) -> CSR:
         return CSR(
             np.zeros(n_rows + 1, np.int32),
             np.zeros(0, ROW),

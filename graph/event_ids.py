@@ -167,7 +167,7 @@ class EventIdSet:
 
     @staticmethod
     def from_ids(ids: Iterable[str] | npt.NDArray[np.object_],
-                 digests: npt.NDArray[np.uint64] | None = None) -> "EventIdSet":
+                 digests: npt.NDArray[np.uint64] | None = None) -> EventIdSet:
         """The set of ``ids`` (empty ones left out); ``digests``: uint64,
         one per id, or None for ``UNKNOWN``. A repeated id keeps the digest
         of its first occurrence."""

@@ -56,7 +56,7 @@ class PairLog:
         }
 
     @staticmethod
-    def from_arrays(arrays: dict[str, np.ndarray]) -> "PairLog":
+    def from_arrays(arrays: dict[str, np.ndarray]) -> PairLog:
         log = PairLog()
         for a, t, when, d in zip(arrays["actor"].tolist(), arrays["target"].tolist(),
                                  arrays["time"].tolist(), arrays["detail"].tolist()):

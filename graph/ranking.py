@@ -141,7 +141,7 @@ class RankingModel:
         return {**body, "sha256": _digest(body)}
 
     @staticmethod
-    def from_json(data: dict[str, Any]) -> "RankingModel":
+    def from_json(data: dict[str, Any]) -> RankingModel:
         body = {k: v for k, v in data.items() if k != "sha256"}
         if data.get("sha256") != _digest(body):
             raise ModelError("ranking model does not match its checksum (corrupt)")

@@ -88,7 +88,7 @@ class EdgeSet:
         self._state: tuple[CSR, CSR | None, tuple[_EdgeLayer, ...]] = (base_out, base_in, (_EdgeLayer(),))
 
     @staticmethod
-    def build(src: np.ndarray, dst: np.ndarray, n_rows: int, lock: threading.RLock, *, with_in: bool) -> "EdgeSet":
+    def build(src: np.ndarray, dst: np.ndarray, n_rows: int, lock: threading.RLock, *, with_in: bool) -> EdgeSet:
         out = from_pairs(src, dst, n_rows)
         return EdgeSet(out, transpose(out, n_rows) if with_in else None, lock, with_in=with_in)
 
@@ -299,7 +299,7 @@ class WeightedEdges:
 
     @staticmethod
     def build(src: np.ndarray, dst: np.ndarray, strength: np.ndarray, time: np.ndarray, n_rows: int,
-              lock: threading.RLock, half_life_s: float) -> "WeightedEdges":
+              lock: threading.RLock, half_life_s: float) -> WeightedEdges:
         base = from_pairs(src, dst, n_rows, {
             "strength": np.asarray(strength, np.float32),
             "time": np.asarray(time, np.uint32),

@@ -22,11 +22,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .durable import fsync_dir
 from .ann import load_index, save_index
 from .clock import Clock
 from .config import GraphConfig
 from .csr import CSR
+from .durable import fsync_dir
 from .erasure import (
     KEY_FILE,
     ErasureKeyError,

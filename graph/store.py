@@ -110,7 +110,7 @@ class GraphStore:
 
     # -- construction --------------------------------------------------
     @staticmethod
-    def empty(config: GraphConfig | None = None, clock: Clock | None = None) -> "GraphStore":
+    def empty(config: GraphConfig | None = None, clock: Clock | None = None) -> GraphStore:
         config = config or GraphConfig()
         lock = threading.RLock()
         return GraphStore(

@@ -92,7 +92,7 @@ class JsonColumns(EventColumns):
     quotes: npt.NDArray[np.int64]
 
     @staticmethod
-    def of(table: pa.Table, now: float, max_future_s: float) -> "JsonColumns":
+    def of(table: pa.Table, now: float, max_future_s: float) -> JsonColumns:
         n = table.num_rows
         event_id = _array(table, "eventId")
         event_time = _array(table, "eventTime")

@@ -211,7 +211,7 @@ class _Lines:
     marks: npt.NDArray[np.intp] | None = None
 
     @staticmethod
-    def of(chunk: bytes) -> "_Lines":
+    def of(chunk: bytes) -> _Lines:
         data = np.frombuffer(chunk, np.uint8)
         breaks = np.flatnonzero(data == ord("\n"))
         start = np.concatenate(([0], breaks + 1)).astype(np.int64)

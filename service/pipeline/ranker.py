@@ -14,7 +14,6 @@ from graph.contacts import ContactGraph
 from graph.features import FEATURES, pair_features
 from graph.model import Surface
 from graph.ranking import RankingModel
-
 from service.pipeline.candidates import Candidates
 
 

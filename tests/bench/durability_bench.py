@@ -30,8 +30,8 @@ import grpc
 
 from contactgraph.v1 import graph_service_pb2, wal_record_pb2
 from graph.snapshot import read_manifest
-from service.server.config import WalConfig
 from service.durability.wal import WriteAheadLog
+from service.server.config import WalConfig
 from tests.support.durability import ServerProcess, build_snapshot, follow, message, request
 
 THROUGHPUT_TARGET = 50_000.0
@@ -54,7 +54,7 @@ def _requests(tag: str, n_requests: int, batch: int, n_users: int,
 
 
 def _client_proc(target: str, tag: str, threads: int, n_requests: int, batch: int, n_users: int,
-                 seconds: float, ready: "mp.Queue[str]", go: Any, results: "mp.Queue[tuple[int, int, float]]") -> None:
+                 seconds: float, ready: mp.Queue[str], go: Any, results: mp.Queue[tuple[int, int, float]]) -> None:
     """One client process: builds its requests, says ``ready``, waits for
     ``go``, then ``threads`` threads send for ``seconds``; puts (events
     acknowledged, failed calls, seconds until the last answer) on

@@ -224,13 +224,13 @@ def in_process_cpu(snapshot: Path, repeats: int, calls: dict[str, int] | None = 
     import logging
 
     from graph.clock import SystemClock
-    from service.server.config import ServerConfig
     from service.cli.load import LoadSpec, build_requests, read_user_ids
+    from service.server.config import ServerConfig
     from service.server.logs import JsonFormatter
     from service.server.server import build_safety
+    from service.server.state import ServingState
     from service.servicers import SuggestionServicer
     from service.servicers.safety import SafetyServicer
-    from service.server.state import ServingState
 
     calls = calls or {"check": 4000, "batch-check": 500, "suggest": 1000}
     config = ServerConfig(snapshot=snapshot)

@@ -24,9 +24,8 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 
 from contactgraph.v1 import graph_events_pb2 as ev_pb
-from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
+from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc, guardian_service_pb2_grpc, wal_record_pb2
 from contactgraph.v1 import guardian_service_pb2 as gpb
-from contactgraph.v1 import guardian_service_pb2_grpc, wal_record_pb2
 from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.erasure import KEY_FILE, ErasureKeyError, ErasureLedger, read_key, write_ledger_file
@@ -41,8 +40,8 @@ from graph.store import GraphStore
 from graph.table import EventTable
 from graph.wal_format import Segment, WalReader, event_users, list_segments, read_wal_table
 from service.cli import main as cli
-from service.server.config import ServerConfig, WalConfig
 from service.durability.journal import Journal
+from service.durability.wal import WriteAheadLog, compact_log, replay
 from service.safety.guardian import (
     ERASED_GUARDIAN_PREFIX,
     GuardianRegistry,
@@ -50,9 +49,9 @@ from service.safety.guardian import (
     issue_consent_token,
     scrub_journal,
 )
+from service.server.config import ServerConfig, WalConfig
 from service.server.server import Server, build_safety, create_server
 from service.server.state import ServingState, open_serving
-from service.durability.wal import WriteAheadLog, compact_log, replay
 
 K = EventKind
 # Large enough that no row number, count or time can equal it by chance.

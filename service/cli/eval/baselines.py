@@ -34,7 +34,7 @@ class BaselineContext:
     graph: nx.Graph
 
     @staticmethod
-    def of(store: GraphStore, contacts: ContactGraph, search: VectorSearch) -> "BaselineContext":
+    def of(store: GraphStore, contacts: ContactGraph, search: VectorSearch) -> BaselineContext:
         n = contacts.n_rows
         rows = np.repeat(np.arange(n), np.diff(contacts.indptr))
         adj = sp.csr_matrix((np.ones(rows.shape[0]), (rows, contacts.indices.astype(np.int64))), shape=(n, n))

@@ -19,8 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from graph.model import (AccountState, AgeAssurance, AgeBand, EventKind, InteractionType, MessagePrivacy, Profile,
-                         ReportCategory)
+from graph.model import (
+    AccountState,
+    AgeAssurance,
+    AgeBand,
+    EventKind,
+    InteractionType,
+    MessagePrivacy,
+    Profile,
+    ReportCategory,
+)
 from graph.table import EventTable
 
 

@@ -27,13 +27,12 @@ from graph.ranking import RankerTrainingConfig
 from graph.rebuild import build
 from graph.store import GraphStore
 from graph.table import EventTable
-from service.pipeline import Pipeline
-from service.pipeline.ranker import LinearRanker
-
 from service.cli.eval import node2vec
 from service.cli.eval.baselines import BASELINES, BaselineContext, embedding_only
 from service.cli.eval.data import Dataset, load
-from service.cli.eval.metrics import METRICS, paired_bootstrap, reciprocal_rank, recall_at, user_metrics
+from service.cli.eval.metrics import METRICS, paired_bootstrap, recall_at, reciprocal_rank, user_metrics
+from service.pipeline import Pipeline
+from service.pipeline.ranker import LinearRanker
 
 log = logging.getLogger(__name__)
 

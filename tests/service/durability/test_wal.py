@@ -22,8 +22,8 @@ from graph.config import GraphConfig
 from graph.errors import WalCorruptError, WalError, WalGapError
 from graph.event_ids import EventIdSet
 from graph.events import event_from_proto, event_to_proto
-from graph.model import Event, EventKind, InteractionType
 from graph.fold import fold
+from graph.model import Event, EventKind, InteractionType
 from graph.rebuild import read_inputs
 from graph.snapshot import read_snapshot, write_snapshot
 from graph.store import GraphStore
@@ -36,9 +36,9 @@ from graph.wal_format import (
     list_segments,
     read_wal_table,
 )
-from service.server.config import WalConfig
 from service.durability.journal import Journal
 from service.durability.wal import WriteAheadLog, compact, replay
+from service.server.config import WalConfig
 from tests.support.durability import EVENT_TIME, build_snapshot, follow, log_paths, message
 
 NOW = float(EVENT_TIME + 60)

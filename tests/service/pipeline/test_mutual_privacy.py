@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from tests.service.server.test_server_integration import serve_time_stamp
-from tests.support.safety_oracle import Harness, build, world_plans
 
 from graph.model import Surface
 from service.pipeline.explain import explain
 from service.pipeline.reasons import SuggestionReason
+from tests.service.server.test_server_integration import serve_time_stamp
+from tests.support.safety_oracle import Harness, build, world_plans
 
 V, T, W, H = 1, 2, 3, 4
 SURFACES = (Surface.NEW_CONTACTS, Surface.SHARE_SHEET)
