@@ -233,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    line = " | ".join(h.ljust(w) for h, w in zip(header, widths))
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     print()
     print(line)
     print("-+-".join("-" * w for w in widths))
     for row in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from service.safety.guardian import (
     scrub_journal,
 )
 from service.server.config import ServerConfig, WalConfig
-from service.server.server import Server, build_safety, create_server
+from service.server.server import build_safety, create_server
 from service.server.state import ServingState, open_serving
 
 K = EventKind
@@ -286,7 +286,7 @@ class TestJournal:
         journal.wal.close()
         segments = list_segments(tmp_path / "wal")
         assert len(segments) == 2
-        users, ids = _wal_names(tmp_path / "wal")
+        _, ids = _wal_names(tmp_path / "wal")
         assert "c" not in ids and "f" not in ids and sum(i.startswith("redacted:") for i in ids) == 2
         newest_users = {u for b in WalReader(tmp_path / "wal", segments[1].first_sequence - 1) for m in b.events
                         for u in event_users(m)}
@@ -383,7 +383,7 @@ class TestWalCompaction:
             shutil.copytree(pristine, wal_dir)
             calls = {"n": 0}
 
-            def crashing(real: Callable[..., Any]) -> Callable[..., Any]:
+            def crashing(real: Callable[..., Any], calls: dict[str, int], step: int) -> Callable[..., Any]:
                 def op(*args: Any, **kwargs: Any) -> Any:
                     calls["n"] += 1
                     if calls["n"] > step:
@@ -393,7 +393,7 @@ class TestWalCompaction:
 
             with monkeypatch.context() as m:
                 for name in ("fsync", "replace", "unlink"):
-                    m.setattr(os, name, crashing(getattr(os, name)))
+                    m.setattr(os, name, crashing(getattr(os, name), calls, step))
                 try:
                     compact_log(wal_dir, watermark, ledger)
                     finished = True
@@ -588,7 +588,8 @@ def _decoded(path: Path) -> Iterator[Any]:
         yield np.load(path, allow_pickle=False)
     elif path.suffix == ".wal":
         segment = next(s for s in list_segments(path.parent) if s.path == path)
-        for batch in WalReader(path.parent, segment.first_sequence - 1, segments=[Segment(path, segment.first_sequence)]):
+        only = [Segment(path, segment.first_sequence)]
+        for batch in WalReader(path.parent, segment.first_sequence - 1, segments=only):
             for msg in batch.events:
                 yield json_format.MessageToDict(msg)
                 yield event_users(msg)

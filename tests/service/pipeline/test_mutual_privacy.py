@@ -205,7 +205,8 @@ class TestAgainstTheOracle:
         for v in users:
             for surface in SURFACES:
                 ranked = h.suggest(v, surface)
-                for u, n, reasons in zip(ranked.user_ids.tolist(), ranked.mutual_counts.tolist(), ranked.reasons):
+                shown = zip(ranked.user_ids.tolist(), ranked.mutual_counts.tolist(), ranked.reasons, strict=True)
+                for u, n, reasons in shown:
                     assert n == len(h.world.nameable_mutuals(v, u)), (v, u)
                     if n == 0:
                         assert SuggestionReason.MUTUAL_FRIENDS not in reasons
