@@ -28,7 +28,8 @@ _F32 = struct.Struct("<f")
 def to_f32(x: float) -> float:
     """Round to float32 so the overlay and the base (float32 column) agree
     to the bit."""
-    return _F32.unpack(_F32.pack(x))[0]
+    rounded: float = _F32.unpack(_F32.pack(x))[0]
+    return rounded
 
 
 def _as_rows(values: set[int] | list[int]) -> np.ndarray:
@@ -191,7 +192,7 @@ class EdgeSet:
     def freeze(self) -> None:
         """Push a fresh top layer; the ones below stop changing."""
         base_out, base_in, layers = self._state
-        self._state = (base_out, base_in, layers + (_EdgeLayer(),))
+        self._state = (base_out, base_in, (*layers, _EdgeLayer()))
 
     def merged_base(self, n_rows: int) -> tuple[CSR, CSR | None]:
         """Base and every layer but the top folded into a new base."""
@@ -447,7 +448,7 @@ class WeightedEdges:
     # -- compaction ----------------------------------------------------
     def freeze(self) -> None:
         base, base_in, layers = self._state
-        self._state = (base, base_in, layers + (_WeightLayer(),))
+        self._state = (base, base_in, (*layers, _WeightLayer()))
 
     def merged_base(self, n_rows: int) -> tuple[CSR, CSR]:
         base, _, layers = self._state

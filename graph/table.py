@@ -34,7 +34,7 @@ class EventColumns:
     def set_row(self, i: int, row: Iterable[Any]) -> None:
         """Overwrite row ``i``, values in ``COLUMNS`` order (columns a
         parser lent read-only are copied the first time)."""
-        for name, value in zip(COLUMNS, row):
+        for name, value in zip(COLUMNS, row, strict=True):
             column = getattr(self, name)
             if not column.flags.writeable:
                 column = column.copy()
