@@ -4,11 +4,13 @@ rows."""
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
 import faiss
 import numpy as np
+import numpy.typing as npt
 
 EXACT_BELOW = 200_000
 # Chosen by tests/bench/retrieval_bench.py at 1M users on our own vectors:
@@ -32,7 +34,7 @@ def build_index(vectors: np.ndarray, *, exact_below: int = EXACT_BELOW, nprobe: 
         index = faiss.IndexFlatIP(dim)
         index.add(vectors)
         return index
-    n_lists = max(1, int(round(np.sqrt(n))))
+    n_lists = max(1, round(math.sqrt(n)))
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed
@@ -75,13 +77,14 @@ class VectorSearch:
         self._prefetched: tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]] = (0, {})
 
     # -- fold-in and hiding ------------------------------------------------
-    def vector(self, row: int) -> np.ndarray | None:
+    def vector(self, row: int) -> npt.NDArray[np.float32] | None:
         """The row's vector (dim,) float32: folded-in first, then the
         snapshot's; None when it has none."""
         rows, vecs, _ = self._extra
         i = int(np.searchsorted(rows, row))
         if i < rows.shape[0] and rows[i] == row:
-            return vecs[i]
+            folded: npt.NDArray[np.float32] = vecs[i]
+            return folded
         if 0 <= row < self.vectors.shape[0] and self.vectors[row].any():
             return np.asarray(self.vectors[row])
         return None
@@ -92,11 +95,11 @@ class VectorSearch:
         False, and nothing changes, when no neighbour has a vector."""
         neighbours = np.asarray(neighbours, np.int64)
         weights = np.ones(neighbours.shape[0]) if weights is None else np.asarray(weights, np.float64)
-        found = [(self.vector(int(r)), float(w)) for r, w in zip(neighbours.tolist(), weights.tolist())]
-        found = [(v, w) for v, w in found if v is not None and w > 0]
-        if not found:
+        found = [(self.vector(int(r)), float(w)) for r, w in zip(neighbours.tolist(), weights.tolist(), strict=True)]
+        usable = [(v, w) for v, w in found if v is not None and w > 0]
+        if not usable:
             return False
-        mean = np.sum([v.astype(np.float64) * w for v, w in found], axis=0)
+        mean = np.sum([v.astype(np.float64) * w for v, w in usable], axis=0)
         length = float(np.linalg.norm(mean))
         if length == 0:
             return False
@@ -135,7 +138,7 @@ class VectorSearch:
         if inside.shape[0] and k > 0 and self._extra[0].shape[0] == 0:
             fetch = min(k + 1 + min(self._hidden.shape[0], 4 * k), int(self.index.ntotal))
             scores, found = self.index.search(queries, fetch)
-            for row, r, sc in zip(inside.tolist(), found, scores):
+            for row, r, sc in zip(inside.tolist(), found, scores, strict=True):
                 keep = (r >= 0) & (r != row)
                 if self._hidden.shape[0]:
                     keep &= ~np.isin(r, self._hidden)

@@ -10,6 +10,7 @@ order, so large query arrays are sorted first."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 # Below this many queries, sorting them first costs more than it saves.
 _SORT_QUERIES_ABOVE = 4096
@@ -26,7 +27,7 @@ def unique(values: np.ndarray) -> np.ndarray:
     return flat[keep]
 
 
-def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+def member(values: np.ndarray, sorted_set: np.ndarray) -> npt.NDArray[np.bool_]:
     """Bool per value (same shape): is it in ``sorted_set`` (ascending)?"""
     values = np.asarray(values)
     out = np.zeros(values.shape, bool)
@@ -41,7 +42,8 @@ def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
         out.ravel()[order] = sorted_set[pos] == queries
         return out
     pos = np.minimum(np.searchsorted(sorted_set, flat), n - 1)
-    return (sorted_set[pos] == flat).reshape(values.shape)
+    found: npt.NDArray[np.bool_] = (sorted_set[pos] == flat).reshape(values.shape)
+    return found
 
 
 def isin(values: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -76,7 +76,7 @@ class TwoHop:
             return cols[0], cols[1], cols[2]
         pos = np.minimum(np.searchsorted(self.rows, candidates), n - 1)
         hit = self.rows[pos] == candidates
-        for col, values in zip(cols, (self.common, self.aa, self.waa)):
+        for col, values in zip(cols, (self.common, self.aa, self.waa), strict=True):
             col[hit] = values[pos[hit]]
         return cols[0], cols[1], cols[2]
 
@@ -119,7 +119,7 @@ class ContactGraph:
     # -- construction --------------------------------------------------
     @staticmethod
     def build(table: EventTable, store: GraphStore, as_of: float,
-              config: ContactConfig | None = None) -> "ContactGraph":
+              config: ContactConfig | None = None) -> ContactGraph:
         """From the events in ``table`` up to ``as_of`` (interactions) and
         the store's follow edges; rows are the store's. Duplicated event
         ids count once; events of users the store does not know (erased)
@@ -186,7 +186,7 @@ class ContactGraph:
         np.cumsum(np.bincount(rows, minlength=n)[:n], out=indptr[1:])
         degree = np.diff(indptr).astype(np.int32)
         row_ids = rows.astype(np.int64)
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "indptr": indptr, "indices": cols.astype(np.int32), "out_s": out_s, "in_s": in_s,
             "out_n": out_n, "in_n": in_n, "last": last, "last_in": last_in, "follow": follow,
             "weight": weight, "degree": degree,
@@ -201,10 +201,10 @@ class ContactGraph:
         return ContactGraph(arrays, as_of, config)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in ("indptr",) + _EDGE_ARRAYS + _NODE_ARRAYS}
+        return {name: getattr(self, name) for name in ("indptr", *_EDGE_ARRAYS, *_NODE_ARRAYS)}
 
     @staticmethod
-    def from_arrays(arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> "ContactGraph":
+    def from_arrays(arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> ContactGraph:
         return ContactGraph(arrays, as_of, config)
 
     # -- queries -------------------------------------------------------

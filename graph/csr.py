@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 ROW = np.int32
 
@@ -36,7 +37,7 @@ class CSR:
         return int(self.indices.shape[0])
 
     @staticmethod
-    def empty(n_rows: int, value_dtypes: dict[str, type] | None = None) -> "CSR":
+    def empty(n_rows: int, value_dtypes: dict[str, type] | None = None) -> CSR:
         return CSR(
             np.zeros(n_rows + 1, np.int32),
             np.zeros(0, ROW),
@@ -74,10 +75,10 @@ class CSR:
         if rows.shape[0] <= _SCALAR_SEARCH_MAX:
             # A few pairs: one search each beats a numpy pass per bit.
             out = np.full(rows.shape, -1, np.int64)
-            for k, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
-                start, end = self.span(row)
-                i = start + int(self.indices[start:end].searchsorted(col))
-                if i < end and int(self.indices[i]) == col:
+            for k, (row, col) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+                lo, hi = self.span(row)
+                i = lo + int(self.indices[lo:hi].searchsorted(col))
+                if i < hi and int(self.indices[i]) == col:
                     out[k] = i
             return out
         inside = (rows >= 0) & (rows < self.n_rows)
@@ -114,7 +115,7 @@ def from_pairs(src: np.ndarray, dst: np.ndarray, n_rows: int,
     dst = np.asarray(dst, np.int64)
     order = np.argsort(src * max(n_rows, 1) + dst, kind="stable")
     counts = np.bincount(src, minlength=n_rows)[:n_rows]
-    indptr = np.zeros(n_rows + 1, _pointer_dtype(src.shape[0]))
+    indptr: npt.NDArray[np.int32 | np.int64] = np.zeros(n_rows + 1, _pointer_dtype(src.shape[0]))
     np.cumsum(counts, out=indptr[1:])
     return CSR(
         indptr,
@@ -130,7 +131,7 @@ def transpose_positions(csr: CSR, n_rows: int) -> CSR:
     ``np.searchsorted(csr.indptr, offsets, 'right') - 1``, ascending."""
     order = np.argsort(csr.indices, kind="stable")
     counts = np.bincount(csr.indices, minlength=n_rows)[:n_rows]
-    indptr = np.zeros(n_rows + 1, _pointer_dtype(csr.nnz))
+    indptr: npt.NDArray[np.int32 | np.int64] = np.zeros(n_rows + 1, _pointer_dtype(csr.nnz))
     np.cumsum(counts, out=indptr[1:])
     return CSR(indptr, order.astype(_pointer_dtype(csr.nnz)))
 

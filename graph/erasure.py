@@ -154,7 +154,7 @@ class ErasureLedger:
     def __bool__(self) -> bool:
         return len(self) > 0
 
-    def copy(self) -> "ErasureLedger":
+    def copy(self) -> ErasureLedger:
         out = ErasureLedger(self._key, self._base)
         out._added = set(self._added)
         out._known = self._known
@@ -162,7 +162,7 @@ class ErasureLedger:
         return out
 
     # -- hashing -------------------------------------------------------
-    def _hasher(self) -> "hashlib.blake2b":
+    def _hasher(self) -> hashlib.blake2b:
         assert self._key is not None
         return hashlib.blake2b(key=self._key, digest_size=16, person=_PERSON)
 

@@ -167,7 +167,7 @@ class EventIdSet:
 
     @staticmethod
     def from_ids(ids: Iterable[str] | npt.NDArray[np.object_],
-                 digests: npt.NDArray[np.uint64] | None = None) -> "EventIdSet":
+                 digests: npt.NDArray[np.uint64] | None = None) -> EventIdSet:
         """The set of ``ids`` (empty ones left out); ``digests``: uint64,
         one per id, or None for ``UNKNOWN``. A repeated id keeps the digest
         of its first occurrence."""
@@ -221,7 +221,7 @@ class EventIdSet:
         hit = ((base[pos] == keys) & fits).tolist()
         digests = self._base_digests
         known = digests[pos].tolist() if digests is not None else [UNKNOWN] * len(probe)
-        for k, is_hit, digest in zip(probe, hit, known):
+        for k, is_hit, digest in zip(probe, hit, known, strict=True):
             if is_hit:
                 found[k] = int(digest)
         return found
@@ -236,7 +236,7 @@ class EventIdSet:
 
     def record(self, ids: Sequence[str], digests: Sequence[int]) -> None:
         """Add each non-empty id with its digest (ids not yet in the set)."""
-        self._added.update((i, d) for i, d in zip(ids, digests) if i)
+        self._added.update((i, d) for i, d in zip(ids, digests, strict=True) if i)
 
     def __len__(self) -> int:
         # Ids added after loading are never already in the base: they were

@@ -4,12 +4,14 @@ protobuf messages (plain messages, no gRPC)."""
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 from google.protobuf import timestamp_pb2
 
 from contactgraph.v1 import graph_events_pb2 as pb
+from contactgraph.v1 import surface_pb2 as surface_pb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
 
 from .errors import InvalidEvent
@@ -216,37 +218,52 @@ def event_from_proto(msg: pb.GraphEvent, now: float, max_future_s: float = DEFAU
     return event
 
 
+_ProtoEnum = TypeVar("_ProtoEnum", bound=int)
+
+
+def _proto_enum(value: int, enum: type[_ProtoEnum]) -> _ProtoEnum:
+    """``value`` for a proto enum field of type ``enum``. protoc's .pyi
+    types such a field as the enum's wrapper class, but at runtime the
+    field holds (and takes) the plain int; our model enums share the
+    proto's numbers."""
+    return cast(_ProtoEnum, int(value))
+
+
 def profile_to_proto(profile: Profile) -> profile_pb.UserProfile:
     msg = profile_pb.UserProfile(user_id=profile.user_id)
     if profile.age_band is not None:
-        msg.age_band = int(profile.age_band)
+        msg.age_band = _proto_enum(profile.age_band, profile_pb.AgeBand)
     if profile.message_privacy is not None:
-        msg.message_privacy = int(profile.message_privacy)
+        msg.message_privacy = _proto_enum(profile.message_privacy, profile_pb.MessagePrivacy)
     if profile.account_state is not None:
-        msg.account_state = int(profile.account_state)
+        msg.account_state = _proto_enum(profile.account_state, profile_pb.AccountState)
     if profile.region_code is not None:
         msg.region_code = profile.region_code
     if profile.discoverable is not None:
         msg.discoverable = profile.discoverable
     if profile.age_assurance is not None:
-        msg.age_assurance = int(profile.age_assurance)
+        msg.age_assurance = _proto_enum(profile.age_assurance, profile_pb.AgeAssurance)
     return msg
 
 
 def event_to_proto(event: Event) -> pb.GraphEvent:
     msg = pb.GraphEvent(event_id=event.event_id)
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(round(event.time * 1e9)))
+    # float(): under numpy 1.x round() of a numpy scalar is not an int.
+    stamp.FromNanoseconds(round(float(event.time) * 1e9))
     msg.event_time.CopyFrom(stamp)
     kind = event.kind
     if kind in _KIND_FIELD and _KIND_FIELD[kind] in EDGE_KINDS:
         getattr(msg, _KIND_FIELD[kind]).CopyFrom(pb.Edge(actor_id=event.actor, target_id=event.target))
     elif kind == EventKind.REPORT:
-        msg.report.CopyFrom(pb.Report(actor_id=event.actor, target_id=event.target, category=event.detail))
+        msg.report.CopyFrom(pb.Report(actor_id=event.actor, target_id=event.target,
+                                     category=_proto_enum(event.detail, pb.ReportCategory)))
     elif kind == EventKind.DISMISS:
-        msg.dismiss.CopyFrom(pb.Dismiss(actor_id=event.actor, target_id=event.target, surface=event.detail))
+        msg.dismiss.CopyFrom(pb.Dismiss(actor_id=event.actor, target_id=event.target,
+                                       surface=_proto_enum(event.detail, surface_pb.Surface)))
     elif kind == EventKind.INTERACTION:
-        msg.interaction.CopyFrom(pb.Interaction(actor_id=event.actor, target_id=event.target, type=event.detail))
+        msg.interaction.CopyFrom(pb.Interaction(actor_id=event.actor, target_id=event.target,
+                                               type=_proto_enum(event.detail, pb.InteractionType)))
     elif kind == EventKind.PROFILE:
         assert event.profile is not None
         msg.profile.CopyFrom(profile_to_proto(event.profile))

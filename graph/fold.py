@@ -94,7 +94,7 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock, *, ledger: Erasur
         present_keys, present, off_keys, off_times = _pair_history(key[sel], kind[sel] == on_kind, time[sel])
         edges = present_keys[present]
         offs = PairLog()
-        for k, t in zip(off_keys.tolist(), off_times.tolist()):
+        for k, t in zip(off_keys.tolist(), off_times.tolist(), strict=True):
             offs.record(k // n, k % n, t)
         return edges // max(n, 1), edges % max(n, 1), offs
 
@@ -134,7 +134,7 @@ def fold(table: EventTable, config: GraphConfig, clock: Clock, *, ledger: Erasur
     profiles = ProfileTable(n_rows=n)
     applied = [table.profiles[i] for i in keep_profile_rows(table, keep, alive)]
     rows = ids.rows(np.fromiter((p.user_id for p in applied), np.int64, len(applied))).tolist()
-    for row, profile in zip(rows, applied):
+    for row, profile in zip(rows, applied, strict=True):
         profiles.update(row, profile)
 
     store = GraphStore(
@@ -170,4 +170,4 @@ def keep_profile_rows(table: EventTable, keep: np.ndarray, alive: np.ndarray) ->
     return [int(i) for i in applied.tolist() if int(i) in table.profiles]
 
 
-__all__ = ["fold", "dedupe", "names_erased"]
+__all__ = ["dedupe", "fold", "names_erased"]

@@ -85,5 +85,5 @@ class IdMap:
     def nbytes(self) -> int:
         return self._ext.nbytes + self._sorted_ext.nbytes + self._sorted_rows.nbytes
 
-    def compacted(self) -> "IdMap":
+    def compacted(self) -> IdMap:
         return IdMap(self.all_ext().copy())

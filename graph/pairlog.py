@@ -56,9 +56,9 @@ class PairLog:
         }
 
     @staticmethod
-    def from_arrays(arrays: dict[str, np.ndarray]) -> "PairLog":
+    def from_arrays(arrays: dict[str, np.ndarray]) -> PairLog:
         log = PairLog()
         for a, t, when, d in zip(arrays["actor"].tolist(), arrays["target"].tolist(),
-                                 arrays["time"].tolist(), arrays["detail"].tolist()):
+                                 arrays["time"].tolist(), arrays["detail"].tolist(), strict=True):
             log.record(a, t, when, d)
         return log

@@ -41,7 +41,7 @@ class ProfileTable:
     def __init__(self, columns: dict[str, np.ndarray] | None = None, n_rows: int = 0) -> None:
         if columns is None:
             columns = {name: self._blank(name, n_rows) for name in COLUMNS}
-        self._cols = {name: np.array(columns[name], COLUMNS[name]) for name in COLUMNS}
+        self._cols: dict[str, np.ndarray] = {name: np.array(columns[name], COLUMNS[name]) for name in COLUMNS}
         self._n = int(self._cols["has_profile"].shape[0])
 
     @staticmethod

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import arrays
 from .ann import VectorSearch, build_index
@@ -116,13 +117,15 @@ class RankingModel:
         else:
             raise ModelError(f"unknown ranking model kind {self.kind!r}")
 
-    def score(self, x: np.ndarray) -> np.ndarray:
+    def score(self, x: np.ndarray) -> npt.NDArray[np.float64]:
         """x: (n, len(FEATURES)) float64 -> raw scores (n,) float64 (log-odds)."""
         x = np.asarray(x, np.float64)
         if x.shape[0] == 0:
             return np.zeros(0)
         if self.kind == "logistic":
-            return ((x - self._mean) / self._scale) @ self._coef + float(self.params["intercept"])
+            logits: npt.NDArray[np.float64] = (((x - self._mean) / self._scale) @ self._coef
+                                               + float(self.params["intercept"]))
+            return logits
         x32 = x
         n, n_trees = x.shape[0], self._feature.shape[0]
         node = np.zeros((n, n_trees), np.int64)
@@ -134,14 +137,15 @@ class RankingModel:
             nxt = np.where(value <= self._threshold[tree, node], self._left[tree, node], self._right[tree, node])
             node = np.where(leaf, node, nxt)
         leaves = self._value[tree, node].sum(axis=1)
-        return float(self.params["base"]) + float(self.params["learning_rate"]) * leaves
+        boosted: npt.NDArray[np.float64] = float(self.params["base"]) + float(self.params["learning_rate"]) * leaves
+        return boosted
 
     def to_json(self) -> dict[str, Any]:
         body = {k: v for k, v in self.params.items() if k != "sha256"}
         return {**body, "sha256": _digest(body)}
 
     @staticmethod
-    def from_json(data: dict[str, Any]) -> "RankingModel":
+    def from_json(data: dict[str, Any]) -> RankingModel:
         body = {k: v for k, v in data.items() if k != "sha256"}
         if data.get("sha256") != _digest(body):
             raise ModelError("ranking model does not match its checksum (corrupt)")
@@ -161,8 +165,9 @@ class TrainingData:
     inner_cuts: tuple[float, ...]
 
 
-def _interaction_times(table: EventTable) -> np.ndarray:
-    return table.time[table.kind == EventKind.INTERACTION]
+def _interaction_times(table: EventTable) -> npt.NDArray[np.float64]:
+    times: npt.NDArray[np.float64] = table.time[table.kind == EventKind.INTERACTION]
+    return times
 
 
 def _select(table: EventTable, mask: np.ndarray) -> EventTable:
@@ -175,7 +180,7 @@ def _select(table: EventTable, mask: np.ndarray) -> EventTable:
     pos = np.searchsorted(idx, old_rows)
     kept = (pos < idx.shape[0]) & (idx[np.minimum(pos, max(idx.shape[0] - 1, 0))] == old_rows) \
         if idx.shape[0] else np.zeros(old_rows.shape[0], bool)
-    out.profiles = {int(new): table.profiles[int(old)] for old, new in zip(old_rows[kept], pos[kept])}
+    out.profiles = {int(new): table.profiles[int(old)] for old, new in zip(old_rows[kept], pos[kept], strict=True)}
     return out
 
 
@@ -247,9 +252,9 @@ def training_data(table: EventTable, as_of: float, graph_config: GraphConfig, co
     users = 0
     cuts = tuple(float(np.quantile(times, 1.0 - f)) for f in config.label_fractions)
     for inner_cut in cuts:
-        x, y, u = _split_examples(table, inner_cut, graph_config, config, embedding, contact, rng, ledger)
-        xs += x
-        ys += y
+        split_x, split_y, u = _split_examples(table, inner_cut, graph_config, config, embedding, contact, rng, ledger)
+        xs += split_x
+        ys += split_y
         users += u
         if sum(part.shape[0] for part in ys) >= config.enough_examples:
             break
@@ -263,12 +268,13 @@ def training_data(table: EventTable, as_of: float, graph_config: GraphConfig, co
     return TrainingData(x, y, groups, users, cuts)
 
 
-def user_weights(data: TrainingData, config: RankerTrainingConfig) -> np.ndarray:
+def user_weights(data: TrainingData, config: RankerTrainingConfig) -> npt.NDArray[np.float64]:
     """Per example: 1 / (its user's example count) ** user_weight_power,
     scaled to mean 1. Shape (n,) float64."""
     counts = np.bincount(data.groups)[data.groups].astype(np.float64)
-    weight = counts ** -config.user_weight_power
-    return weight / weight.mean()
+    weight: npt.NDArray[np.float64] = counts ** -config.user_weight_power
+    scaled: npt.NDArray[np.float64] = weight / weight.mean()
+    return scaled
 
 
 def fit(data: TrainingData, config: RankerTrainingConfig) -> RankingModel | None:

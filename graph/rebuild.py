@@ -169,7 +169,7 @@ class _ProgressBar:
         # goes back.
         self._bar.update(done - self._bar.n)
 
-    def __enter__(self) -> "_ProgressBar":
+    def __enter__(self) -> _ProgressBar:
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -28,7 +28,8 @@ _F32 = struct.Struct("<f")
 def to_f32(x: float) -> float:
     """Round to float32 so the overlay and the base (float32 column) agree
     to the bit."""
-    return _F32.unpack(_F32.pack(x))[0]
+    rounded: float = _F32.unpack(_F32.pack(x))[0]
+    return rounded
 
 
 def _as_rows(values: set[int] | list[int]) -> np.ndarray:
@@ -88,7 +89,7 @@ class EdgeSet:
         self._state: tuple[CSR, CSR | None, tuple[_EdgeLayer, ...]] = (base_out, base_in, (_EdgeLayer(),))
 
     @staticmethod
-    def build(src: np.ndarray, dst: np.ndarray, n_rows: int, lock: threading.RLock, *, with_in: bool) -> "EdgeSet":
+    def build(src: np.ndarray, dst: np.ndarray, n_rows: int, lock: threading.RLock, *, with_in: bool) -> EdgeSet:
         out = from_pairs(src, dst, n_rows)
         return EdgeSet(out, transpose(out, n_rows) if with_in else None, lock, with_in=with_in)
 
@@ -191,7 +192,7 @@ class EdgeSet:
     def freeze(self) -> None:
         """Push a fresh top layer; the ones below stop changing."""
         base_out, base_in, layers = self._state
-        self._state = (base_out, base_in, layers + (_EdgeLayer(),))
+        self._state = (base_out, base_in, (*layers, _EdgeLayer()))
 
     def merged_base(self, n_rows: int) -> tuple[CSR, CSR | None]:
         """Base and every layer but the top folded into a new base."""
@@ -299,7 +300,7 @@ class WeightedEdges:
 
     @staticmethod
     def build(src: np.ndarray, dst: np.ndarray, strength: np.ndarray, time: np.ndarray, n_rows: int,
-              lock: threading.RLock, half_life_s: float) -> "WeightedEdges":
+              lock: threading.RLock, half_life_s: float) -> WeightedEdges:
         base = from_pairs(src, dst, n_rows, {
             "strength": np.asarray(strength, np.float32),
             "time": np.asarray(time, np.uint32),
@@ -447,7 +448,7 @@ class WeightedEdges:
     # -- compaction ----------------------------------------------------
     def freeze(self) -> None:
         base, base_in, layers = self._state
-        self._state = (base, base_in, layers + (_WeightLayer(),))
+        self._state = (base, base_in, (*layers, _WeightLayer()))
 
     def merged_base(self, n_rows: int) -> tuple[CSR, CSR]:
         base, _, layers = self._state

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from .ann import VectorSearch
 from .contacts import ContactGraph
@@ -79,7 +80,7 @@ def embedding_neighbours(search: VectorSearch, row: int, k: int) -> tuple[np.nda
 
 
 def new_contact_pool(store: GraphStore, contacts: ContactGraph, search: VectorSearch, row: int, now: float,
-                     config: RetrievalConfig) -> np.ndarray:
+                     config: RetrievalConfig) -> npt.NDArray[np.int32]:
     """Every candidate the NEW_CONTACTS sources find, minus the viewer and
     whoever the viewer already messaged: int32 rows ascending."""
     parts = [
@@ -92,7 +93,8 @@ def new_contact_pool(store: GraphStore, contacts: ContactGraph, search: VectorSe
     ]
     pool = np.unique(np.concatenate(parts)).astype(np.int32)
     contacted, _, _ = store.interaction_partners(row, now)
-    return pool[(pool != row) & ~np.isin(pool, contacted)]
+    fresh: npt.NDArray[np.int32] = pool[(pool != row) & ~np.isin(pool, contacted)]
+    return fresh
 
 
 def fold_in_user(search: VectorSearch, store: GraphStore, row: int, now: float) -> bool:

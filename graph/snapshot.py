@@ -22,11 +22,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .durable import fsync_dir
 from .ann import load_index, save_index
 from .clock import Clock
 from .config import GraphConfig
 from .csr import CSR
+from .durable import fsync_dir
 from .erasure import (
     KEY_FILE,
     ErasureKeyError,
@@ -373,9 +373,12 @@ def load_ledger(path: Path) -> ErasureLedger:
 
     def arr(name: str, mmap: bool = False) -> np.ndarray:
         try:
-            return np.load(path / f"{name}.npy", allow_pickle=False)
+            loaded = np.load(path / f"{name}.npy", allow_pickle=False)
         except (OSError, ValueError) as err:
             raise SnapshotError(f"{path}: {name}.npy unreadable: {err}") from None
+        if not isinstance(loaded, np.ndarray):  # an .npz archive under the .npy name
+            raise SnapshotError(f"{path}: {name}.npy unreadable: not one array")
+        return loaded
 
     return _read_ledger(path, manifest, arr)
 

@@ -110,7 +110,7 @@ class GraphStore:
 
     # -- construction --------------------------------------------------
     @staticmethod
-    def empty(config: GraphConfig | None = None, clock: Clock | None = None) -> "GraphStore":
+    def empty(config: GraphConfig | None = None, clock: Clock | None = None) -> GraphStore:
         config = config or GraphConfig()
         lock = threading.RLock()
         return GraphStore(
@@ -237,12 +237,12 @@ class GraphStore:
             back = np.concatenate([b_rows[idx], a_rows[idx]])
             follows = self.follows.base_contains(there, back).tolist()
             friends = self.friends.base_contains(there, back).tolist()
-            found = zip(follows[:m], follows[m:], friends[:m], friends[m:])
-            for i, hint in zip(idx.tolist(), found):
-                hints[i] = hint
+            found = zip(follows[:m], follows[m:], friends[:m], friends[m:], strict=True)
+            for i, membership in zip(idx.tolist(), found, strict=True):
+                hints[i] = membership
         idx = np.flatnonzero((kinds == EventKind.INTERACTION) & live)
         if idx.shape[0]:
-            for i, hint in zip(idx.tolist(), self.interactions.base_values(a_rows[idx], b_rows[idx])):
+            for i, hint in zip(idx.tolist(), self.interactions.base_values(a_rows[idx], b_rows[idx]), strict=True):
                 hints[i] = hint
         return hints
 
@@ -292,8 +292,10 @@ class GraphStore:
         kind = e.kind
         if kind == _INTERACTION:
             # weights is keyed by InteractionType, an IntEnum: the int detail
-            # finds it without building the enum (weight_of), ~0.5 us saved.
-            self.interactions.add(a, b, self.config.weights[e.detail], int(math.floor(e.time)), hint)
+            # finds it without building the enum (weight_of), ~0.5 us saved
+            # (and a cast() here would cost a call per event).
+            weight = self.config.weights[e.detail]  # type: ignore[index]
+            self.interactions.add(a, b, weight, math.floor(e.time), hint)
         elif kind == _FOLLOW:
             fwd, rev, f_ab, f_ba = hint or _NO_HINTS
             if self.follows.add(a, b, fwd) and self.follows.contains(b, a, rev):
@@ -426,7 +428,7 @@ class GraphStore:
             removed.extend((r, f, i) for f in gone)
             added.extend(new)
         if removed:
-            r_rows, r_friends, r_at = (np.array(c, np.int64) for c in zip(*removed))
+            r_rows, r_friends, r_at = (np.array(c, np.int64) for c in zip(*removed, strict=True))
             pos = base_out.positions(r_rows, r_friends)  # in the base by construction
             ok = pos >= 0
             reach = np.delete(reach, (seg[r_at] + pos - starts[r_at])[ok])
@@ -506,21 +508,24 @@ class GraphStore:
             p99_in=float(np.percentile(in_deg, 99)) if n else 0.0,
         )
 
+    def _edge_sets(self) -> list[EdgeSet]:
+        """The EDGE_SETS relations, in that order."""
+        return [self.follows, self.friends, self.blocks, self.mutes]
+
     def nbytes(self) -> int:
         """Bytes held by the base arrays (edges, ids, profiles)."""
-        return (sum(getattr(self, name).nbytes() for name in EDGE_SETS) + self.interactions.nbytes()
-                + self.ids.nbytes() + self.profiles.nbytes())
+        return self.edge_bytes() + self.ids.nbytes() + self.profiles.nbytes()
 
     def edge_bytes(self) -> int:
         """Bytes of the edge structures only, every direction and weight."""
-        return sum(getattr(self, name).nbytes() for name in EDGE_SETS) + self.interactions.nbytes()
+        return sum(s.nbytes() for s in self._edge_sets()) + self.interactions.nbytes()
 
     def stored_edges(self) -> int:
         """Follow, block, mute and interaction edges (friends are derived)."""
-        return sum(getattr(self, name).count() for name in ("follows", "blocks", "mutes")) + self.interactions.count()
+        return sum(s.count() for s in (self.follows, self.blocks, self.mutes)) + self.interactions.count()
 
     def overlay_size(self) -> int:
-        return sum(getattr(self, name).overlay_size() for name in EDGE_SETS) + self.interactions.overlay_size()
+        return sum(s.overlay_size() for s in self._edge_sets()) + self.interactions.overlay_size()
 
     # -- compaction ----------------------------------------------------
     def compact(self) -> None:
@@ -535,7 +540,7 @@ class GraphStore:
         merged = [relation.merged_base(n_rows) for relation in relations]
         new_ids = IdMap(self.ids.all_ext()[:n_rows].copy())
         with self.lock:
-            for relation, (base, base_in) in zip(relations, merged):
+            for relation, (base, base_in) in zip(relations, merged, strict=True):
                 relation.swap_base(base, base_in)  # type: ignore[arg-type]
             for row in range(n_rows, self.n_rows):
                 new_ids.add(self.ids.ext_of(row))
@@ -549,7 +554,7 @@ class GraphStore:
                 try:
                     if self.overlay_size() >= threshold:
                         self.compact()
-                except Exception:  # noqa: BLE001 - a failed compaction must not kill serving
+                except Exception:  # a failed compaction must not kill serving
                     log.exception("background compaction failed; overlay kept")
 
         self._compactor = threading.Thread(target=loop, name="graph-compactor", daemon=True)

@@ -38,9 +38,9 @@ from .table import EventTable
 __all__ = [
     "DEMO_START",
     "REGIONS",
-    "NetworkSpec",
     "Edges",
     "Interactions",
+    "NetworkSpec",
     "ProfileColumns",
     "SyntheticNetwork",
     "demo_spec",
@@ -711,7 +711,7 @@ def _interaction_rows(
     n_react = round(n * spec.reactions_per_user)
     react_kinds = [InteractionType.LIKE, InteractionType.COMMENT, InteractionType.SHARE, InteractionType.MENTION]
     counts = rng.multinomial(n_react, [0.5, 0.2, 0.2, 0.1])
-    for react, count in zip(react_kinds, counts):
+    for react, count in zip(react_kinds, counts, strict=True):
         add(int(count), friends if react in (InteractionType.SHARE, InteractionType.MENTION) else every, react)
 
     s_src, s_dst, s_time = suspect_messages

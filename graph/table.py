@@ -15,7 +15,6 @@ import numpy as np
 from .event_ids import encode_each
 from .model import Event, EventKind, Profile
 
-
 # The event columns of an EventTable, in field order.
 COLUMNS = ("time", "kind", "actor", "target", "detail", "event_id")
 
@@ -35,14 +34,14 @@ class EventColumns:
     def set_row(self, i: int, row: Iterable[Any]) -> None:
         """Overwrite row ``i``, values in ``COLUMNS`` order (columns a
         parser lent read-only are copied the first time)."""
-        for name, value in zip(COLUMNS, row):
+        for name, value in zip(COLUMNS, row, strict=True):
             column = getattr(self, name)
             if not column.flags.writeable:
                 column = column.copy()
                 setattr(self, name, column)
             column[i] = value
 
-    def rows(self, keep: np.ndarray) -> "EventTable":
+    def rows(self, keep: np.ndarray) -> EventTable:
         """The rows where ``keep`` is true, as a table."""
         columns = [getattr(self, name) for name in COLUMNS]
         if not keep.all():
@@ -76,7 +75,7 @@ class EventTable:
         return int(self.time.shape[0])
 
     @staticmethod
-    def empty() -> "EventTable":
+    def empty() -> EventTable:
         return EventTable(
             time=np.zeros(0, np.float64),
             kind=np.zeros(0, np.uint8),
@@ -87,7 +86,7 @@ class EventTable:
         )
 
     @staticmethod
-    def from_events(events: list[Event]) -> "EventTable":
+    def from_events(events: list[Event]) -> EventTable:
         table = EventTable(
             time=np.array([e.time for e in events], np.float64),
             kind=np.array([int(e.kind) for e in events], np.uint8),
@@ -100,7 +99,7 @@ class EventTable:
         return table
 
     @staticmethod
-    def concat(tables: list["EventTable"], *, consume: bool = False) -> "EventTable":
+    def concat(tables: list[EventTable], *, consume: bool = False) -> EventTable:
         """Tables one after another, in the order given. ``consume``: each
         table's column is dropped as soon as it is copied, so at most one
         column is held twice (the readers' chunks; those tables are left

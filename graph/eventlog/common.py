@@ -241,7 +241,7 @@ class BadLines:
         if self.on_reject is not None:
             self.on_reject(RejectedLine(error, text, header))
 
-    def held(self) -> "_HeldBadLines":
+    def held(self) -> _HeldBadLines:
         """A budget sharing this one's count whose rejections reach it only
         on ``commit()``: a fast reader that may give up half way and leave
         the file to the line reader must not report a line twice."""

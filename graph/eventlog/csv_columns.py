@@ -189,7 +189,7 @@ class _Lines:
     end: npt.NDArray[np.int64]
 
     @staticmethod
-    def of(chunk: bytes) -> "_Lines":
+    def of(chunk: bytes) -> _Lines:
         data = np.frombuffer(chunk, np.uint8)
         breaks = np.flatnonzero(data == ord("\n"))
         start = np.concatenate(([0], breaks + 1))

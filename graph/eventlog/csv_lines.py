@@ -135,7 +135,7 @@ class EdgeLayout:
     event_id: int | None
 
     @staticmethod
-    def of(header: list[str]) -> "EdgeLayout":
+    def of(header: list[str]) -> EdgeLayout:
         return EdgeLayout(
             header.index("time_ms"), header.index("event"), header.index("actor_id"), header.index("target_id"),
             header.index("event_id") if "event_id" in header else None,

@@ -52,23 +52,23 @@ def _kinds() -> tuple[_Kind, ...]:
     for kind in EventKind:
         member = pb.GraphEvent.DESCRIPTOR.fields_by_name[kind_field(kind)]
         ids: dict[str, str] = {}
-        enums: list[FieldDescriptor] = []
+        enums: list[tuple[str, dict[str, int]]] = []  # (JSON key, value by name)
         plain = True
-        for sub in member.message_type.fields:
+        body = member.message_type
+        if body is None:
+            raise TypeError(f"GraphEvent.{member.name} is not a message")
+        for sub in body.fields:
             if sub.type == FieldDescriptor.TYPE_INT64 and sub.name in ("actor_id", "target_id", "user_id"):
                 ids[sub.name] = sub.json_name
-            elif sub.type == FieldDescriptor.TYPE_ENUM and not sub.is_repeated:
-                enums.append(sub)
+            elif sub.type == FieldDescriptor.TYPE_ENUM and not sub.is_repeated and sub.enum_type is not None:
+                enums.append((sub.json_name, {v.name: v.number for v in sub.enum_type.values}))
             else:
                 plain = False
         actor = ids.get("actor_id", ids.get("user_id"))
         if not plain or actor is None or len(enums) > 1 or ("user_id" in ids) == ("target_id" in ids):
             continue  # profile: its rows go to the line reader
-        detail = enums[0] if enums else None
-        kinds.append(_Kind(
-            member.json_name, kind, actor, ids.get("target_id"), detail.json_name if detail else None,
-            {v.name: v.number for v in detail.enum_type.values} if detail else {},
-        ))
+        detail, values = enums[0] if enums else (None, {})
+        kinds.append(_Kind(member.json_name, kind, actor, ids.get("target_id"), detail, values))
     return tuple(kinds)
 
 
@@ -92,7 +92,7 @@ class JsonColumns(EventColumns):
     quotes: npt.NDArray[np.int64]
 
     @staticmethod
-    def of(table: pa.Table, now: float, max_future_s: float) -> "JsonColumns":
+    def of(table: pa.Table, now: float, max_future_s: float) -> JsonColumns:
         n = table.num_rows
         event_id = _array(table, "eventId")
         event_time = _array(table, "eventTime")

@@ -211,7 +211,7 @@ class _Lines:
     marks: npt.NDArray[np.intp] | None = None
 
     @staticmethod
-    def of(chunk: bytes) -> "_Lines":
+    def of(chunk: bytes) -> _Lines:
         data = np.frombuffer(chunk, np.uint8)
         breaks = np.flatnonzero(data == ord("\n"))
         start = np.concatenate(([0], breaks + 1)).astype(np.int64)
@@ -245,7 +245,8 @@ class _Lines:
         if self.marks is None:  # where the quotes are, found once per chunk
             self.marks = np.flatnonzero(np.frombuffer(chunk, np.uint8) == ord('"'))
         marks = self.marks
-        counts: npt.NDArray[np.int64] = np.searchsorted(marks, self.end[lines]) - np.searchsorted(marks, self.start[lines])
+        counts: npt.NDArray[np.int64] = (np.searchsorted(marks, self.end[lines])
+                                          - np.searchsorted(marks, self.start[lines]))
         return counts
 
 
@@ -270,7 +271,8 @@ class _Reader:
     def chunk(self, data: bytes) -> None:
         if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
             self._line_reader(data.decode("utf-8"), self.line + 1)
-            self.line += data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n") + (not data.endswith((b"\n", b"\r")))
+            self.line += (data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+                          + (not data.endswith((b"\n", b"\r"))))
             return
         self._data = data
         self._buffer = pa.py_buffer(data)
@@ -282,7 +284,7 @@ class _Reader:
             # Runs of consecutive odd lines go to the line reader at once.
             first = odd[np.concatenate(([True], np.diff(odd) > 1))].tolist()
             past = (odd[np.concatenate((np.diff(odd) > 1, [True]))] + 1).tolist()
-            for b, last in zip(first, past):
+            for b, last in zip(first, past, strict=True):
                 self._run(a, b)
                 self._line_range(b, last)
                 a = last

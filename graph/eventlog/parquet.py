@@ -136,7 +136,7 @@ def _profile_batch(
     rejects = Rejects()
     keep = np.ones(n, np.bool_)
     users = np.zeros(n, np.int64)
-    for i, values in enumerate(zip(*(batch.column(j).to_pylist() for j in range(len(header))))):
+    for i, values in enumerate(zip(*(batch.column(j).to_pylist() for j in range(len(header))), strict=True)):
         cells = ["" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v) for v in values]
         try:
             if values[col["user_id"]] is None:
@@ -182,7 +182,7 @@ def _parquet_batch(
     columns = [batch.column(j) for j in range(len(header))]
     for i in flagged.tolist():
         cells = [_parquet_cell(column, i) for column in columns]
-        null = [c for c, column in zip(header, columns) if c != "event_id" and not column[i].is_valid]
+        null = [c for c, column in zip(header, columns, strict=True) if c != "event_id" and not column[i].is_valid]
         try:
             if null:
                 raise RowError(f"{null[0]} is null")

@@ -66,7 +66,7 @@ def write_edge_csv(
     with _open_write(path) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(zip(*columns))
+        writer.writerows(zip(*columns, strict=True))
     return path
 
 

@@ -27,7 +27,7 @@ class Candidates:
     found_by: dict[str, np.ndarray] = field(default_factory=dict)  # bool per row
 
     @staticmethod
-    def merge(results: list[SourceResult]) -> "Candidates":
+    def merge(results: list[SourceResult]) -> Candidates:
         rows = np.unique(np.concatenate([r.rows for r in results])) if results else np.zeros(0, np.int32)
         rows = rows.astype(np.int32)
         merged = Candidates(rows)
@@ -41,7 +41,7 @@ class Candidates:
             merged.found_by[r.name] = found
         return merged
 
-    def select(self, mask: np.ndarray) -> "Candidates":
+    def select(self, mask: np.ndarray) -> Candidates:
         return Candidates(
             self.rows[mask],
             {k: v[mask] for k, v in self.features.items()},

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graph.model import Surface
-
 from service.pipeline.pipeline import Pipeline
 from service.pipeline.reasons import FilterReason
 from service.pipeline.transforms.social_proof import FRIENDS_OF_FRIENDS

@@ -23,7 +23,6 @@ import numpy as np
 
 from graph.model import Surface
 from graph.store import GraphStore
-
 from service.pipeline.candidates import Candidates, SourceResult
 from service.pipeline.filters.safety import SafetyFilterAndTake
 from service.pipeline.ranker import Ranker

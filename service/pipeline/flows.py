@@ -8,14 +8,20 @@ from graph.contacts import ContactGraph
 from graph.model import Surface
 from graph.retrieval import RetrievalConfig
 from graph.store import GraphStore
-
 from service.pipeline.filters.existing_contacts import ExistingContacts
 from service.pipeline.filters.safety import SafetyFilterAndTake
 from service.pipeline.flow import Flow
 from service.pipeline.post import RecordImpressions
 from service.pipeline.ranker import Ranker
-from service.pipeline.sources import (ContactsOfContacts, EmbeddingNeighbours, FollowsYou, FriendsOfFriends,
-                                      MessagedYou, RandomWalk, RecentContacts)
+from service.pipeline.sources import (
+    ContactsOfContacts,
+    EmbeddingNeighbours,
+    FollowsYou,
+    FriendsOfFriends,
+    MessagedYou,
+    RandomWalk,
+    RecentContacts,
+)
 from service.pipeline.steps import CandidateSource
 from service.pipeline.transforms import MutualFriends, Reasons
 from service.safety.engine import SafetyEngine

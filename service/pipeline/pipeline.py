@@ -14,7 +14,6 @@ from graph.model import Surface
 from graph.ranking import RankingModel
 from graph.retrieval import RetrievalConfig
 from graph.store import GraphStore
-
 from service.pipeline.filters.safety import SafetyFilterAndTake
 from service.pipeline.flow import Flow, Ranked
 from service.pipeline.flows import build_flows

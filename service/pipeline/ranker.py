@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from graph.contacts import ContactGraph
 from graph.features import FEATURES, pair_features
 from graph.model import Surface
 from graph.ranking import RankingModel
-
 from service.pipeline.candidates import Candidates
 
 
@@ -24,7 +24,9 @@ def order_by_score(scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
 
 
 class Ranker(Protocol):
-    name: str
+    # Read-only: the rankers are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
 
     def rank_scores(self, viewer_row: int, candidates: Candidates, surface: Surface, now: float) -> np.ndarray:
         """One score per candidate (float64), higher first."""
@@ -48,7 +50,7 @@ class LinearRanker:
     def scores(self, candidates: Candidates, surface: Surface) -> np.ndarray:
         f = candidates.features
         zero = np.zeros(len(candidates))
-        score = (
+        score: npt.NDArray[np.float64] = (
             self.mutual_friends * np.log1p(f.get("friends_of_friends", zero))
             + self.contacts_of_contacts * np.log1p(f.get("contacts_of_contacts", zero))
             + self.embedding * f.get("embedding", zero)

@@ -19,7 +19,9 @@ from service.safety.engine import Viewer
 class CandidateSource(Protocol):
     """Finds candidates for a viewer: rows (int32) with a score each."""
 
-    name: str
+    # Read-only: the steps are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, viewer_row: int, now: float) -> SourceResult: ...
 
@@ -28,8 +30,12 @@ class PreRankFilter(Protocol):
     """Removes candidates before ranking, for a reason that is not safety
     (safety runs after ranking, in "filter and take")."""
 
-    name: str
-    reason: FilterReason
+    # Read-only: the steps are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def reason(self) -> FilterReason: ...
 
     def __call__(self, viewer_row: int, candidates: Candidates) -> np.ndarray:
         """bool per candidate: True removes it."""
@@ -62,7 +68,9 @@ class Transform(Protocol):
     """Adds to the shortlist after safety (social proof: mutual counts,
     reasons); never adds or removes candidates."""
 
-    name: str
+    # Read-only: the steps are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, shortlist: Shortlist) -> None: ...
 
@@ -70,7 +78,9 @@ class Transform(Protocol):
 class PostStep(Protocol):
     """Runs once a page has been cut and answered (e.g. impressions)."""
 
-    name: str
+    # Read-only: the steps are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, viewer_id: int, page_ids: list[int], reasons: list[list[SuggestionReason]],
                  now: float) -> None: ...

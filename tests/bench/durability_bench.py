@@ -30,8 +30,8 @@ import grpc
 
 from contactgraph.v1 import graph_service_pb2, wal_record_pb2
 from graph.snapshot import read_manifest
-from service.server.config import WalConfig
 from service.durability.wal import WriteAheadLog
+from service.server.config import WalConfig
 from tests.support.durability import ServerProcess, build_snapshot, follow, message, request
 
 THROUGHPUT_TARGET = 50_000.0
@@ -54,7 +54,7 @@ def _requests(tag: str, n_requests: int, batch: int, n_users: int,
 
 
 def _client_proc(target: str, tag: str, threads: int, n_requests: int, batch: int, n_users: int,
-                 seconds: float, ready: "mp.Queue[str]", go: Any, results: "mp.Queue[tuple[int, int, float]]") -> None:
+                 seconds: float, ready: mp.Queue[str], go: Any, results: mp.Queue[tuple[int, int, float]]) -> None:
     """One client process: builds its requests, says ``ready``, waits for
     ``go``, then ``threads`` threads send for ``seconds``; puts (events
     acknowledged, failed calls, seconds until the last answer) on
@@ -233,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    line = " | ".join(h.ljust(w) for h, w in zip(header, widths))
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     print()
     print(line)
     print("-+-".join("-" * w for w in widths))
     for row in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"installing {node2vec.REQUIREMENT} into {args.venv} ...", flush=True)
         try:
             script = node2vec.install(args.venv)
-        except Exception as err:  # noqa: BLE001 - any failure just drops the pecanpy columns
+        except Exception as err:  # any failure just drops the pecanpy columns
             print(f"could not install pecanpy ({err}); timing ours only", flush=True)
     if script is None:
         print(f"note: no pecanpy in {args.venv}: the table has no node2vec figures", flush=True)

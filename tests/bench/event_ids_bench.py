@@ -69,7 +69,7 @@ def _live_bytes(n: int, *, with_digests: bool) -> float:
     before = tracemalloc.get_traced_memory()[0]
     # The strings are shared with the request that carried them in both
     # layouts; count the container (and the digest ints) only.
-    held: object = dict(zip(ids, digests)) if with_digests else set(ids)
+    held: object = dict(zip(ids, digests, strict=True)) if with_digests else set(ids)
     after = tracemalloc.get_traced_memory()[0]
     if with_digests:
         # The digests are ints made by tolist() above: count them as held.

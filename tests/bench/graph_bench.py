@@ -48,6 +48,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -222,14 +223,14 @@ def build_networkx(g: SyntheticGraph) -> dict[str, nx.DiGraph]:
     strength and time as edge attributes."""
     follows = nx.DiGraph()
     follows.add_nodes_from(range(g.n))
-    follows.add_edges_from(zip(g.follow_src.tolist(), g.follow_dst.tolist()))
+    follows.add_edges_from(zip(g.follow_src.tolist(), g.follow_dst.tolist(), strict=True))
     inter = nx.DiGraph()
     inter.add_edges_from(
         (a, b, {"strength": s, "time": t})
         for a, b, s, t in zip(g.inter_src.tolist(), g.inter_dst.tolist(), g.inter_strength.tolist(),
-                              g.inter_time.tolist()))
-    blocks = nx.DiGraph(zip(g.block_src.tolist(), g.block_dst.tolist()))
-    mutes = nx.DiGraph(zip(g.mute_src.tolist(), g.mute_dst.tolist()))
+                              g.inter_time.tolist(), strict=True))
+    blocks = nx.DiGraph(zip(g.block_src.tolist(), g.block_dst.tolist(), strict=True))
+    mutes = nx.DiGraph(zip(g.mute_src.tolist(), g.mute_dst.tolist(), strict=True))
     return {"follows": follows, "interactions": inter, "blocks": blocks, "mutes": mutes}
 
 
@@ -351,10 +352,10 @@ def print_table(rows: list[Row]) -> None:
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     line = " | ".join
-    print(line(h.ljust(w) for h, w in zip(header, widths)))
+    print(line(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for c in cells[1:]:
-        print(line(x.ljust(w) for x, w in zip(c, widths)))
+        print(line(x.ljust(w) for x, w in zip(c, widths, strict=True)))
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -394,7 +395,8 @@ def make_events(g: SyntheticGraph, rng: np.random.Generator, count: int, start: 
     kind_of = {int(k): EventKind(k) for k in EventKind}
     return [
         Event(f"{prefix}{i}", start + i * 1e-3, kind_of[k], a, t, d)
-        for i, (k, a, t, d) in enumerate(zip(kinds.tolist(), actor.tolist(), target.tolist(), detail.tolist()))
+        for i, (k, a, t, d) in enumerate(zip(kinds.tolist(), actor.tolist(), target.tolist(), detail.tolist(),
+                                             strict=True))
     ]
 
 
@@ -549,8 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     small_users = users_near(small.friend_degree(), 200, 200).tolist()
     for u in small_users[:20]:
         r, c = small_store.friends_of_friends(u)
-        assert dict(zip(r.tolist(), c.tolist())) == dict(networkx_fof(nx_friends, u)), u
-        assert dict(zip(r.tolist(), c.tolist())) == dict(networkx_fof_from_follows(nx_follows, u)), u
+        assert dict(zip(r.tolist(), c.tolist(), strict=True)) == dict(networkx_fof(nx_friends, u)), u
+        assert dict(zip(r.tolist(), c.tolist(), strict=True)) == dict(networkx_fof_from_follows(nx_follows, u)), u
     sdeg = small.friend_degree()[small_users]
     sreach = np.array([small.friend_degree()[small.friend_dst[small.friend_src == u]].sum() for u in small_users[:50]])
     print(f"networkx comparison on the {nx_m:,}-edge graph: {len(small_users)} users with "
@@ -558,9 +560,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.median(sreach):.0f}; networkx reads a precomputed "
           "undirected friend graph (to_undirected(reciprocal=True)); 'from follows' derives friends "
           "from the follow DiGraph")
-    time_each(lambda u: networkx_fof(nx_friends, u), small_users[:20])
-    nx_fof = time_each(lambda u: networkx_fof(nx_friends, u), small_users, rounds=2)
-    nx_fof_dg = time_each(lambda u: networkx_fof_from_follows(nx_follows, u), small_users)
+    time_each(partial(networkx_fof, nx_friends), small_users[:20])
+    nx_fof = time_each(partial(networkx_fof, nx_friends), small_users, rounds=2)
+    nx_fof_dg = time_each(partial(networkx_fof_from_follows, nx_follows), small_users)
     time_each(small_store.friends_of_friends, small_users[:20])
     same_fof = time_each(small_store.friends_of_friends, small_users, rounds=5)
     del nx_friends, nx_follows, small_store

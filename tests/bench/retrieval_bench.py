@@ -83,7 +83,7 @@ def _latencies(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndar
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth))
+    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
     return hits / truth.size
 
 

@@ -130,7 +130,7 @@ def _server(name: str, argv: list[str], port: int, logs: Path, ready: str) -> It
             line = popen.stdout.readline()
             if ready in line:
                 break
-            if not line and popen.poll() is not None or time.monotonic() > deadline:
+            if (not line and popen.poll() is not None) or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start; see {log}")
         yield proc
     finally:
@@ -224,13 +224,13 @@ def in_process_cpu(snapshot: Path, repeats: int, calls: dict[str, int] | None = 
     import logging
 
     from graph.clock import SystemClock
-    from service.server.config import ServerConfig
     from service.cli.load import LoadSpec, build_requests, read_user_ids
+    from service.server.config import ServerConfig
     from service.server.logs import JsonFormatter
     from service.server.server import build_safety
+    from service.server.state import ServingState
     from service.servicers import SuggestionServicer
     from service.servicers.safety import SafetyServicer
-    from service.server.state import ServingState
 
     calls = calls or {"check": 4000, "batch-check": 500, "suggest": 1000}
     config = ServerConfig(snapshot=snapshot)
@@ -257,8 +257,7 @@ def in_process_cpu(snapshot: Path, repeats: int, calls: dict[str, int] | None = 
             pipeline_s[0] += time.process_time() - started
 
     state.pipeline.suggest = timed_suggest  # type: ignore[method-assign]
-    sink = open(os.devnull, "w")
-    log_handler = logging.StreamHandler(sink)
+    log_handler = logging.FileHandler(os.devnull)
     log_handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     old_level = root.level
@@ -286,7 +285,7 @@ def in_process_cpu(snapshot: Path, repeats: int, calls: dict[str, int] | None = 
     finally:
         root.removeHandler(log_handler)
         root.setLevel(old_level)
-        sink.close()
+        log_handler.close()
         state.pipeline.suggest = suggest  # type: ignore[method-assign]
     return out
 
@@ -328,7 +327,7 @@ def _row(figure: str, measured: str, target: str, baseline: str, ratio: float | 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
@@ -377,12 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             return stack.enter_context(_server(name, argv_of(port), port, logs, ready))
 
         bench.say("starting servers")
-        services = {PROD: start("service-threaded-2", lambda port: serve + ["--port", str(port)],
+        services = {PROD: start("service-threaded-2", lambda port: [*serve, "--port", str(port)],
                                 "contactgraph serving")}
         results["message_sizes"] = sizes = capture_responses(services[PROD].target, snapshot, responses)
         if not args.skip_designs:
             services["threaded, 8 workers"] = start(
-                "service-threaded-8", lambda port: serve + ["--port", str(port), "--workers", "8"],
+                "service-threaded-8", lambda port: [*serve, "--port", str(port), "--workers", "8"],
                 "contactgraph serving")
             services["grpc.aio, inline on the loop"] = start(
                 "service-aio-inline", lambda port: [PY, "-m", "tests.bench.serving_servers", "aio-service",
@@ -474,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
              "echo_max_qps": _median(top["echo check"], "qps"), "send_lag_p99_at_70_ms": lag(at70["check"]),
              "echo_p99_at_70_ms": _median(at70["echo check"], "p99"),
              "echo_send_lag_p99_at_70_ms": lag(at70["echo check"]),
-             "p99_at_fixed_ms": _median(fixed["check"], "p99"), "echo_p99_at_fixed_ms": _median(fixed["echo check"], "p99"),
+             "p99_at_fixed_ms": _median(fixed["check"], "p99"),
+             "echo_p99_at_fixed_ms": _median(fixed["echo check"], "p99"),
              "server_cpu_us_at_fixed": _median(fixed["check"], "server_cpu_us"),
              "echo_server_cpu_us_at_fixed": _median(fixed["echo check"], "server_cpu_us"),
              "p99_by_paced_qps": {q: _median(runs, "p99") for q, runs in sweep.items()}}
@@ -532,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
           "late when they left the client)")
     print(f"echo at 70% of its own max: p99 {check['echo_p99_at_70_ms']:.2f} ms, send lag p99 "
           f"{check['echo_send_lag_p99_at_70_ms']:.2f} ms; at a fixed {FIXED_CHECK_QPS:,} QPS (open loop) the server "
-          f"spent {check['server_cpu_us_at_fixed']:,.0f} us of CPU per check, echo {check['echo_server_cpu_us_at_fixed']:,.0f} us "
+          f"spent {check['server_cpu_us_at_fixed']:,.0f} us of CPU per check, "
+          f"echo {check['echo_server_cpu_us_at_fixed']:,.0f} us "
           f"(closed loop at max: {check['server_cpu_us']:,.0f} us)")
     print("CheckMessaging p99 by paced rate: " + ", ".join(
         f"{q:,} QPS {ms:.2f} ms" for q, ms in [(FIXED_CHECK_QPS, check["p99_at_fixed_ms"]),

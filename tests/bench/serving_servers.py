@@ -172,14 +172,13 @@ class _Capture:
 
 def run_aio_service(port: int, snapshot: Path) -> None:
     from graph.clock import SystemClock
-
     from service.server.config import ServerConfig
     from service.server.metrics import ServerMetrics
     from service.server.request_scope import RequestScope, open_scope
     from service.server.server import build_safety
+    from service.server.state import ServingState
     from service.servicers import SuggestionServicer
     from service.servicers.safety import SafetyServicer
-    from service.server.state import ServingState
 
     config = ServerConfig(snapshot=snapshot, port=port)
     clock = SystemClock()
@@ -235,7 +234,6 @@ def run_replica(port: int, snapshot: Path) -> None:
     bounds what a multi-process design could serve; one that keeps blocks
     consistent would also have every replica follow the writer's log."""
     from graph.clock import SystemClock
-
     from service.server.config import ServerConfig
     from service.server.server import Server, build_safety
     from service.server.state import ServingState

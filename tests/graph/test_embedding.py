@@ -54,7 +54,7 @@ class TestContactGraph:
             g.add_edges_from((u, int(v)) for v in contacts.neighbours(u))
         for u in (0, 5, 17):
             hop = contacts.two_hop(u)
-            for v, cn, aa in zip(hop.rows.tolist(), hop.common.tolist(), hop.aa.tolist()):
+            for v, cn, aa in zip(hop.rows.tolist(), hop.common.tolist(), hop.aa.tolist(), strict=True):
                 assert cn == len(list(nx.common_neighbors(g, u, v)))
                 expected = sum(1 / np.log(max(g.degree(z), 2)) for z in nx.common_neighbors(g, u, v))
                 assert aa == pytest.approx(expected)

@@ -24,9 +24,8 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 
 from contactgraph.v1 import graph_events_pb2 as ev_pb
-from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
+from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc, guardian_service_pb2_grpc, wal_record_pb2
 from contactgraph.v1 import guardian_service_pb2 as gpb
-from contactgraph.v1 import guardian_service_pb2_grpc, wal_record_pb2
 from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.erasure import KEY_FILE, ErasureKeyError, ErasureLedger, read_key, write_ledger_file
@@ -41,8 +40,8 @@ from graph.store import GraphStore
 from graph.table import EventTable
 from graph.wal_format import Segment, WalReader, event_users, list_segments, read_wal_table
 from service.cli import main as cli
-from service.server.config import ServerConfig, WalConfig
 from service.durability.journal import Journal
+from service.durability.wal import WriteAheadLog, compact_log, replay
 from service.safety.guardian import (
     ERASED_GUARDIAN_PREFIX,
     GuardianRegistry,
@@ -50,9 +49,9 @@ from service.safety.guardian import (
     issue_consent_token,
     scrub_journal,
 )
-from service.server.server import Server, build_safety, create_server
+from service.server.config import ServerConfig, WalConfig
+from service.server.server import build_safety, create_server
 from service.server.state import ServingState, open_serving
-from service.durability.wal import WriteAheadLog, compact_log, replay
 
 K = EventKind
 # Large enough that no row number, count or time can equal it by chance.
@@ -287,7 +286,7 @@ class TestJournal:
         journal.wal.close()
         segments = list_segments(tmp_path / "wal")
         assert len(segments) == 2
-        users, ids = _wal_names(tmp_path / "wal")
+        _, ids = _wal_names(tmp_path / "wal")
         assert "c" not in ids and "f" not in ids and sum(i.startswith("redacted:") for i in ids) == 2
         newest_users = {u for b in WalReader(tmp_path / "wal", segments[1].first_sequence - 1) for m in b.events
                         for u in event_users(m)}
@@ -384,7 +383,7 @@ class TestWalCompaction:
             shutil.copytree(pristine, wal_dir)
             calls = {"n": 0}
 
-            def crashing(real: Callable[..., Any]) -> Callable[..., Any]:
+            def crashing(real: Callable[..., Any], calls: dict[str, int], step: int) -> Callable[..., Any]:
                 def op(*args: Any, **kwargs: Any) -> Any:
                     calls["n"] += 1
                     if calls["n"] > step:
@@ -394,7 +393,7 @@ class TestWalCompaction:
 
             with monkeypatch.context() as m:
                 for name in ("fsync", "replace", "unlink"):
-                    m.setattr(os, name, crashing(getattr(os, name)))
+                    m.setattr(os, name, crashing(getattr(os, name), calls, step))
                 try:
                     compact_log(wal_dir, watermark, ledger)
                     finished = True
@@ -589,7 +588,8 @@ def _decoded(path: Path) -> Iterator[Any]:
         yield np.load(path, allow_pickle=False)
     elif path.suffix == ".wal":
         segment = next(s for s in list_segments(path.parent) if s.path == path)
-        for batch in WalReader(path.parent, segment.first_sequence - 1, segments=[Segment(path, segment.first_sequence)]):
+        only = [Segment(path, segment.first_sequence)]
+        for batch in WalReader(path.parent, segment.first_sequence - 1, segments=only):
             for msg in batch.events:
                 yield json_format.MessageToDict(msg)
                 yield event_users(msg)

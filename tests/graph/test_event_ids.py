@@ -35,9 +35,9 @@ from graph.model import (
 from graph.snapshot import EVENT_DIGESTS, MANIFEST, read_snapshot, write_snapshot
 from graph.store import GraphStore
 from graph.table import EventTable
-from service.server.config import WalConfig
 from service.durability.journal import Journal
 from service.durability.wal import WriteAheadLog, replay
+from service.server.config import WalConfig
 
 K = EventKind
 T = 1_750_000_000.0

@@ -467,7 +467,8 @@ class TestColumnarEdgeCsv:
              f"{T0_MS},follow,1,1\r\n", 5, "follow.target_id equals actor_id"),
             ("spaces only", EDGE_HEADER + EDGE_OK + "   \n", 3,
              "expected 5 cells (time_ms,event,actor_id,target_id,event_id), got 1"),
-            ("hex is not an integer", EDGE_HEADER + f"{T0_MS},follow,0x10,2,x\n", 2, "actor_id is not an integer: '0x10'"),
+            ("hex is not an integer", EDGE_HEADER + f"{T0_MS},follow,0x10,2,x\n", 2,
+             "actor_id is not an integer: '0x10'"),
             ("bom header", "\ufeff" + EDGE_HEADER + "\n" + f"{T0_MS},like,1,2,{'y' * 129}\n", 3,
              "event_id is longer than 128 characters"),
             ("quoted cell over two lines", EDGE_HEADER + f'{T0_MS},follow,1,2,"a\nb"\n{T0_MS},poke,1,2,x\n', 4,
@@ -696,7 +697,7 @@ class TestColumnRules:
                 expected.append(False)
             except InvalidEvent:
                 expected.append(True)
-        columns = list(zip(*rows)) or [[], [], [], [], []]
+        columns = list(zip(*rows, strict=True)) or [[], [], [], [], []]
         refused = invalid_events(np.array(columns[0], np.uint8), np.array(columns[1], np.int64),
                                  np.array(columns[2], np.int64), np.array(columns[3], np.int16),
                                  np.array(columns[4], np.int64))
@@ -707,7 +708,7 @@ class TestColumnRules:
     def test_event_times_is_event_time(self, stamps: list[float], max_future_s: float) -> None:
         """event_times clamps and refuses exactly as event_time does."""
         times, refused = event_times(np.array(stamps, np.float64), NOW, max_future_s)
-        for stamp, when, bad in zip(stamps, times.tolist(), refused.tolist()):
+        for stamp, when, bad in zip(stamps, times.tolist(), refused.tolist(), strict=True):
             try:
                 assert (when, bad) == (event_time(stamp, NOW, max_future_s), False)
             except InvalidEvent:

@@ -342,7 +342,7 @@ class TestFastPath:
         actors, targets = rng.integers(1, 10**12, n), rng.integers(1, 10**12, n)
         lines = []
         for i in range(n):
-            stamp = _stamp(T0 - int(rng.integers(0, 10**7)), "%03d" % (i % 1000), "Z")
+            stamp = _stamp(T0 - int(rng.integers(0, 10**7)), f"{i % 1000:03d}", "Z")
             if i % 2:
                 body = {"interaction": {"actorId": str(actors[i]), "targetId": str(targets[i]),
                                         "type": "INTERACTION_TYPE_MESSAGE"}}

@@ -107,7 +107,7 @@ READERS: dict[str, Callable[[GraphStore, int], set[int]]] = {
 }
 LOGS = ("unfollows", "unblocks", "reports", "dismissals")
 
-F, UF, B, UB, M, UM, R, D, I = (K.FOLLOW, K.UNFOLLOW, K.BLOCK, K.UNBLOCK, K.MUTE, K.UNMUTE, K.REPORT,
+F, UF, B, UB, M, UM, R, D, IA = (K.FOLLOW, K.UNFOLLOW, K.BLOCK, K.UNBLOCK, K.MUTE, K.UNMUTE, K.REPORT,
                                 K.DISMISS, K.INTERACTION)
 
 # (events as (kind, actor, target[, detail]), expectations). Event i happens
@@ -162,7 +162,7 @@ EVENT_TABLE = [
     pytest.param([(D, 1, 2, Surface.SHARE_SHEET)],
                  {"dismissals": {(1, 2): (0, Surface.SHARE_SHEET)}},
                  id="dismiss-recorded-with-time-and-surface"),
-    pytest.param([(I, 1, 2, InteractionType.LIKE)],
+    pytest.param([(IA, 1, 2, InteractionType.LIKE)],
                  {"partners": {1: {2}, 2: set()}, "inbound": {2: {1}, 1: set()}, "following": {1: set()},
                   "friends": {1: set()}},
                  id="interaction-is-directed-and-makes-no-follow"),
@@ -200,7 +200,7 @@ class TestEventKinds:
     @pytest.mark.parametrize("split", [False, True], ids=["one-batch", "one-event-per-batch"])
     def test_batching_does_not_change_the_outcome(self, split: bool) -> None:
         """The same events give the same graph in one batch or one by one."""
-        events = [(F, 1, 2), (F, 2, 1), (F, 3, 1), (F, 1, 3), (UF, 3, 1), (B, 4, 1), (M, 2, 4), (I, 1, 2)]
+        events = [(F, 1, 2), (F, 2, 1), (F, 3, 1), (F, 1, 3), (UF, 3, 1), (B, 4, 1), (M, 2, 4), (IA, 1, 2)]
         store = make_store()
         if split:
             for i, e in enumerate(events):
@@ -222,7 +222,7 @@ def _befriend(a: int, b: int) -> list[Event]:
 
 def _fof(store: GraphStore, u: int) -> dict[int, int]:
     rows, counts = store.friends_of_friends(store.row(u))
-    return dict(zip(store.ids.ext(rows).tolist(), counts.tolist()))
+    return dict(zip(store.ids.ext(rows).tolist(), counts.tolist(), strict=True))
 
 
 class TestFriendsOfFriends:
@@ -264,14 +264,14 @@ class TestFriendsOfFriends:
         before = store.friends_of_friends(store.row(1))
         store.compact()
         after = store.friends_of_friends(store.row(1))
-        assert all(np.array_equal(x, y) for x, y in zip(before, after))
+        assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True))
 
 
 class TestInteractionDecay:
     def test_strength_halves_after_one_half_life(self) -> None:
         """A message weighs 1.0 and halves each half-life on the injected clock."""
         store = make_store()
-        store.apply(ev(I, 1, 2, time=T0, detail=InteractionType.MESSAGE))
+        store.apply(ev(IA, 1, 2, time=T0, detail=InteractionType.MESSAGE))
         a, b = store.row(1), store.row(2)
         assert store.strength(a, b) == pytest.approx(1.0)
         store.clock.advance(HALF_LIFE)  # type: ignore[attr-defined]
@@ -286,8 +286,8 @@ class TestInteractionDecay:
     def test_update_decays_old_strength_then_adds_weight(self) -> None:
         """A second interaction one half-life later: 1.0 * 0.5 + weight."""
         store = make_store()
-        store.apply(ev(I, 1, 2, time=T0, detail=InteractionType.MESSAGE))
-        store.apply(ev(I, 1, 2, time=T0 + HALF_LIFE, detail=InteractionType.SHARE))
+        store.apply(ev(IA, 1, 2, time=T0, detail=InteractionType.MESSAGE))
+        store.apply(ev(IA, 1, 2, time=T0 + HALF_LIFE, detail=InteractionType.SHARE))
         rows, strength, last = store.interaction_partners(store.row(1), now=T0 + HALF_LIFE)
         assert rows.tolist() == [store.row(2)]
         assert strength[0] == pytest.approx(0.5 + 0.6, rel=1e-6)
@@ -297,9 +297,9 @@ class TestInteractionDecay:
         """An out-of-order event adds weight * 2**(-lateness/half_life) and
         keeps the newer last-update time."""
         store = make_store()
-        store.apply(ev(I, 1, 2, time=T0 + HALF_LIFE, detail=InteractionType.MESSAGE))
-        store.apply(ev(I, 1, 2, time=T0, detail=InteractionType.SHARE))
-        rows, strength, last = store.interaction_partners(store.row(1), now=T0 + HALF_LIFE)
+        store.apply(ev(IA, 1, 2, time=T0 + HALF_LIFE, detail=InteractionType.MESSAGE))
+        store.apply(ev(IA, 1, 2, time=T0, detail=InteractionType.SHARE))
+        _, strength, last = store.interaction_partners(store.row(1), now=T0 + HALF_LIFE)
         assert strength[0] == pytest.approx(1.0 + 0.6 * 0.5, rel=1e-6)
         assert last.tolist() == [int(T0 + HALF_LIFE)]
         store.compact()
@@ -308,7 +308,7 @@ class TestInteractionDecay:
     def test_times_are_floored_to_whole_seconds(self) -> None:
         """Event times feed decay in whole seconds (floor)."""
         store = make_store()
-        store.apply(ev(I, 1, 2, time=T0 + 0.99))
+        store.apply(ev(IA, 1, 2, time=T0 + 0.99))
         _, _, last = store.interaction_partners(store.row(1))
         assert last.tolist() == [int(T0)]
 
@@ -316,10 +316,10 @@ class TestInteractionDecay:
         """top_interactions orders by decayed strength, ties by row, and cuts at k."""
         store = make_store()
         store.apply_batch([
-            ev(I, 1, 2, time=T0, detail=InteractionType.LIKE),
-            ev(I, 1, 3, time=T0, detail=InteractionType.MESSAGE),
-            ev(I, 1, 4, time=T0, detail=InteractionType.COMMENT),
-            ev(I, 1, 5, time=T0, detail=InteractionType.MENTION),
+            ev(IA, 1, 2, time=T0, detail=InteractionType.LIKE),
+            ev(IA, 1, 3, time=T0, detail=InteractionType.MESSAGE),
+            ev(IA, 1, 4, time=T0, detail=InteractionType.COMMENT),
+            ev(IA, 1, 5, time=T0, detail=InteractionType.MENTION),
         ])
         rows, strength = store.top_interactions(store.row(1), 3, now=T0)
         assert store.ids.ext(rows).tolist() == [3, 4, 5]
@@ -359,7 +359,7 @@ def _erase_fixture() -> list[Event]:
     return [
         ev(F, 1, 2), ev(F, 2, 1), ev(F, 3, 1), ev(F, 1, 4), ev(F, 2, 3), ev(F, 3, 2),
         ev(B, 1, 5), ev(B, 6, 1), ev(M, 1, 3), ev(M, 4, 1),
-        ev(I, 1, 2), ev(I, 3, 1),
+        ev(IA, 1, 2), ev(IA, 3, 1),
         ev(R, 1, 3, detail=ReportCategory.SPAM), ev(R, 4, 1, detail=ReportCategory.OTHER),
         ev(D, 1, 6, detail=Surface.NEW_CONTACTS),
         ev(K.PROFILE, 1, profile=Profile(1, age_band=AgeBand.ADULT)),
@@ -405,7 +405,7 @@ class TestEraseUser:
         including events later in the batch that erased him."""
         store = make_store()
         store.apply_batch(_erase_fixture())
-        later = [ev(F, 1, 2), ev(F, 2, 1), ev(I, 1, 3), ev(I, 3, 1), ev(B, 1, 4), ev(M, 5, 1),
+        later = [ev(F, 1, 2), ev(F, 2, 1), ev(IA, 1, 3), ev(IA, 3, 1), ev(B, 1, 4), ev(M, 5, 1),
                  ev(R, 2, 1), ev(K.PROFILE, 1, profile=Profile(1, age_band=AgeBand.ADULT))]
         if same_batch:
             store.apply_batch([ev(K.ERASE_USER, 1), *later])
@@ -438,8 +438,8 @@ class TestIdempotency:
         """A repeated event (same id, same content) in one batch counts as a
         duplicate and applies once."""
         store = make_store()
-        e = ev(I, 1, 2, event_id="x")
-        result = store.apply_batch([e, e, ev(I, 1, 2, event_id="x")])
+        e = ev(IA, 1, 2, event_id="x")
+        result = store.apply_batch([e, e, ev(IA, 1, 2, event_id="x")])
         assert (result.applied, result.duplicates, result.watermark) == (1, 2, 1)
         assert store.strength(store.row(1), store.row(2)) == pytest.approx(1.0)
         assert _following(store, 1) == set()
@@ -449,9 +449,9 @@ class TestIdempotency:
         (EventIdConflict naming its position) and nothing of the batch is
         applied."""
         store = make_store()
-        e = ev(I, 1, 2, event_id="x")
+        e = ev(IA, 1, 2, event_id="x")
         with pytest.raises(EventIdConflict) as caught:
-            store.apply_batch([ev(I, 3, 4, event_id="y"), e, ev(F, 1, 2, event_id="x")])
+            store.apply_batch([ev(IA, 3, 4, event_id="y"), e, ev(F, 1, 2, event_id="x")])
         assert caught.value.index == 2
         assert store.watermark == 0 and "x" not in store.seen_ids and "y" not in store.seen_ids
         assert _following(store, 1) == set()
@@ -459,7 +459,7 @@ class TestIdempotency:
     def test_retried_batch_is_all_duplicates(self) -> None:
         """Retrying an applied batch changes nothing and counts every event."""
         store = make_store()
-        batch = [ev(I, 1, 2), ev(F, 1, 2), ev(UF, 1, 2)]
+        batch = [ev(IA, 1, 2), ev(F, 1, 2), ev(UF, 1, 2)]
         store.apply_batch(batch)
         store.compact()
         result = store.apply_batch(batch)
@@ -470,7 +470,7 @@ class TestIdempotency:
     def test_empty_event_id_is_never_a_duplicate(self) -> None:
         """Events without an id cannot be deduplicated and always apply."""
         store = make_store()
-        result = store.apply_batch([ev(I, 1, 2, event_id=""), ev(I, 1, 2, event_id="")])
+        result = store.apply_batch([ev(IA, 1, 2, event_id=""), ev(IA, 1, 2, event_id="")])
         assert (result.applied, result.duplicates) == (2, 0)
         assert store.strength(store.row(1), store.row(2)) == pytest.approx(2.0)
 
@@ -504,7 +504,7 @@ class TestUnknownUsers:
     def test_queries_on_row_minus_one_are_empty(self, compacted: bool) -> None:
         """Every query answers row -1 with empty arrays, without raising."""
         store = make_store()
-        store.apply_batch([ev(F, 1, 2), ev(F, 2, 1), ev(I, 1, 2), ev(B, 1, 2), ev(M, 2, 1)])
+        store.apply_batch([ev(F, 1, 2), ev(F, 2, 1), ev(IA, 1, 2), ev(B, 1, 2), ev(M, 2, 1)])
         if compacted:
             store.compact()
         _assert_empty_answers(store, -1)
@@ -535,7 +535,7 @@ PROP_HALF_LIFE = 300.0
 PROP_USERS = 12
 WEIGHTS = GraphConfig().weights
 # "mutual" is two follows, a -> b then b -> a, so that friends are common.
-PROP_KINDS: list[Any] = [F] * 3 + ["mutual"] * 2 + [UF, I, I, I, B, UB, M, UM]
+PROP_KINDS: list[Any] = [F] * 3 + ["mutual"] * 2 + [UF, IA, IA, IA, B, UB, M, UM]
 
 
 class Oracle:
@@ -574,7 +574,7 @@ class Oracle:
             self.mutes.add((a, b))
         elif e.kind == UM:
             self.mutes.discard((a, b))
-        elif e.kind == I:
+        elif e.kind == IA:
             w = WEIGHTS[InteractionType(e.detail)]
             t = math.floor(e.time)
             old = self.inter.get((a, b))
@@ -673,19 +673,20 @@ def _check_against_oracle(store: GraphStore, oracle: Oracle, now: float) -> None
         assert set(ext(store.friends_of(r)).tolist()) == (set(friends[u]) if u in friends else set())
         fof_rows, fof_counts = store.friends_of_friends(r)
         assert np.all(np.diff(fof_rows) > 0)
-        assert dict(zip(ext(fof_rows).tolist(), fof_counts.tolist())) == oracle.friends_of_friends(friends, u)
+        fof = dict(zip(ext(fof_rows).tolist(), fof_counts.tolist(), strict=True))
+        assert fof == oracle.friends_of_friends(friends, u)
         assert set(ext(candidates[store.blocked_either(r, candidates)]).tolist()) == oracle.blocked_either(u)
         assert set(ext(candidates[store.muted(r, candidates)]).tolist()) == oracle.muted(u)
 
         want = oracle.strengths(u, now)
         top_rows, top_strength = store.top_interactions(r, PROP_USERS, now)
-        got = dict(zip(ext(top_rows).tolist(), top_strength.tolist()))
+        got = dict(zip(ext(top_rows).tolist(), top_strength.tolist(), strict=True))
         assert got.keys() == want.keys()
         for b, s in want.items():
             assert got[b] == pytest.approx(s, rel=1e-5), (u, b)
         # Strongest first, ties by row, by the store's own numbers; and the
         # same order as the oracle's up to the float32 rounding.
-        keys = list(zip((-top_strength).tolist(), top_rows.tolist()))
+        keys = list(zip((-top_strength).tolist(), top_rows.tolist(), strict=True))
         assert keys == sorted(keys)
         exts = ext(top_rows).tolist()
         for x, y in itertools.pairwise(exts):
@@ -704,8 +705,8 @@ def _event(draw: st.DrawFn) -> tuple[Any, ...]:
     target = (actor - 1 + draw(st.integers(1, PROP_USERS - 1))) % PROP_USERS + 1
     dt = draw(st.sampled_from([0, 0, 1, 7, 60, 299, 300, 900]))
     frac = draw(st.sampled_from([0.0, 0.5, 0.999]))
-    detail = draw(st.sampled_from(list(WEIGHTS))) if kind == I else 0
-    late = draw(st.sampled_from([0, 0, 0, 1, 150, 600])) if kind == I else 0
+    detail = draw(st.sampled_from(list(WEIGHTS))) if kind == IA else 0
+    late = draw(st.sampled_from([0, 0, 0, 1, 150, 600])) if kind == IA else 0
     return (kind, actor, target, dt, frac, int(detail), late)
 
 

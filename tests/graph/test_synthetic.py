@@ -75,7 +75,8 @@ class TestDeterminism:
         """Generating twice from one spec gives identical arrays and profiles."""
         again = generate_network(SMALL)
         for part in ("follows", "interactions", "blocks"):
-            for a, b in zip(dataclasses.astuple(getattr(small, part)), dataclasses.astuple(getattr(again, part))):
+            first, second = dataclasses.astuple(getattr(small, part)), dataclasses.astuple(getattr(again, part))
+            for a, b in zip(first, second, strict=True):
                 np.testing.assert_array_equal(a, b)
         assert small.profiles == again.profiles
 

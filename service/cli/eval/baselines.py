@@ -31,10 +31,10 @@ class BaselineContext:
     adjacency: sp.csr_matrix  # (n, n) float64, symmetric 0/1
     aa_weighted: sp.csr_matrix  # adjacency with column z scaled by 1 / log(deg z)
     popularity: np.ndarray  # rows by distinct senders, most first
-    graph: nx.Graph
+    graph: nx.Graph[int]
 
     @staticmethod
-    def of(store: GraphStore, contacts: ContactGraph, search: VectorSearch) -> "BaselineContext":
+    def of(store: GraphStore, contacts: ContactGraph, search: VectorSearch) -> BaselineContext:
         n = contacts.n_rows
         rows = np.repeat(np.arange(n), np.diff(contacts.indptr))
         adj = sp.csr_matrix((np.ones(rows.shape[0]), (rows, contacts.indices.astype(np.int64))), shape=(n, n))
@@ -42,9 +42,9 @@ class BaselineContext:
         inv_log = np.where(deg > 1, 1.0 / np.log(np.maximum(deg, 2.0)), 0.0)
         senders = contacts.in_partners.astype(np.int64)
         popularity = np.lexsort((np.arange(n), -senders))
-        graph = nx.Graph()
+        graph: nx.Graph[int] = nx.Graph()
         graph.add_nodes_from(range(n))
-        graph.add_edges_from(zip(rows.tolist(), contacts.indices.tolist()))
+        graph.add_edges_from(zip(rows.tolist(), contacts.indices.tolist(), strict=True))
         return BaselineContext(store, contacts, search, adj, (adj @ sp.diags(inv_log)).tocsr(), popularity, graph)
 
     def excluded(self, row: int) -> np.ndarray:

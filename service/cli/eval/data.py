@@ -18,9 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from graph.model import (AccountState, AgeAssurance, AgeBand, EventKind, InteractionType, MessagePrivacy, Profile,
-                         ReportCategory)
+from graph.model import (
+    AccountState,
+    AgeAssurance,
+    AgeBand,
+    EventKind,
+    InteractionType,
+    MessagePrivacy,
+    Profile,
+    ReportCategory,
+)
 from graph.table import EventTable
 
 
@@ -30,8 +39,9 @@ class Dataset:
     table: EventTable  # events sorted by time, each user's profile at their first event
 
     @property
-    def edge_times(self) -> np.ndarray:
-        return self.table.time[self.table.kind != EventKind.PROFILE]
+    def edge_times(self) -> npt.NDArray[np.float64]:
+        times: npt.NDArray[np.float64] = self.table.time[self.table.kind != EventKind.PROFILE]
+        return times
 
 
 DATASETS: dict[str, str] = {

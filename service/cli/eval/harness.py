@@ -27,13 +27,12 @@ from graph.ranking import RankerTrainingConfig
 from graph.rebuild import build
 from graph.store import GraphStore
 from graph.table import EventTable
-from service.pipeline import Pipeline
-from service.pipeline.ranker import LinearRanker
-
 from service.cli.eval import node2vec
 from service.cli.eval.baselines import BASELINES, BaselineContext, embedding_only
 from service.cli.eval.data import Dataset, load
-from service.cli.eval.metrics import METRICS, paired_bootstrap, reciprocal_rank, recall_at, user_metrics
+from service.cli.eval.metrics import METRICS, paired_bootstrap, recall_at, reciprocal_rank, user_metrics
+from service.pipeline import Pipeline
+from service.pipeline.ranker import LinearRanker
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ def _share_sheet(store: GraphStore, contacts: ContactGraph, pipeline: Pipeline, 
     first[1:] = a[1:] != a[:-1]
     ours: list[float] = []
     recent: list[float] = []
-    for u, target in zip(a[first].tolist(), b[first].tolist()):
+    for u, target in zip(a[first].tolist(), b[first].tolist(), strict=True):
         if contacts.degree[u] == 0:
             continue
         truth = np.array([target])
@@ -256,9 +255,12 @@ def format_cut(r: CutResult, config: EvalConfig) -> str:
         f"{m} {_fmt(float(v.mean()) if v.shape[0] else 0.0)}" for m, v in r.replied.items())
         + f" ({r.replied[OURS].shape[0]} users)")
     cold = r.cold
-    lines.append(f"   cold start (<= {COLD_MAX_CONTACTS} contacts, {int(cold.sum())} users) Recall@20 / MRR: " + ", ".join(
-        f"{m} {_fmt(float(v[cold, 1].mean()) if cold.any() else 0.0)}/{_fmt(float(v[cold, 2].mean()) if cold.any() else 0.0)}"
-        for m, v in r.metrics.items()))
+
+    def cold_mean(v: np.ndarray, column: int) -> str:
+        return _fmt(float(v[cold, column].mean()) if cold.any() else 0.0)
+
+    lines.append(f"   cold start (<= {COLD_MAX_CONTACTS} contacts, {int(cold.sum())} users) Recall@20 / MRR: "
+                 + ", ".join(f"{m} {cold_mean(v, 1)}/{cold_mean(v, 2)}" for m, v in r.metrics.items()))
     if NODE2VEC in r.metrics and "embedding" in r.metrics:
         ours_emb, n2v = r.metrics["embedding"], r.metrics[NODE2VEC]
         ci = paired_bootstrap(ours_emb[:, 1], n2v[:, 1], config.n_boot, config.seed)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from graph.store import GraphStore
-
 from service.pipeline.candidates import Candidates
 from service.pipeline.reasons import FilterReason
 from service.safety.engine import member

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from graph.store import GraphStore
-
 from service.pipeline.reasons import FilterReason
 from service.safety.engine import SafetyEngine, Viewer, member
 

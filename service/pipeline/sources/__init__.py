@@ -6,5 +6,12 @@ from service.pipeline.sources.friends_of_friends import FriendsOfFriends
 from service.pipeline.sources.inbound import FollowsYou, MessagedYou
 from service.pipeline.sources.recent_contacts import RecentContacts
 
-__all__ = ["ContactsOfContacts", "EmbeddingNeighbours", "FriendsOfFriends", "FollowsYou", "MessagedYou",
-           "RandomWalk", "RecentContacts"]
+__all__ = [
+           "ContactsOfContacts",
+           "EmbeddingNeighbours",
+           "FollowsYou",
+           "FriendsOfFriends",
+           "MessagedYou",
+           "RandomWalk",
+           "RecentContacts",
+]

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from graph.contacts import ContactGraph
 from graph.retrieval import RetrievalConfig, contacts_of_contacts, random_walk
-
 from service.pipeline.candidates import SourceResult
 from service.pipeline.reasons import SuggestionReason
 

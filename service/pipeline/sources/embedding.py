@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from graph.ann import VectorSearch
 from graph.retrieval import RetrievalConfig, embedding_neighbours
-
 from service.pipeline.candidates import SourceResult
 from service.pipeline.reasons import SuggestionReason
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from graph.retrieval import RetrievalConfig, friends_of_friends
 from graph.store import GraphStore
-
 from service.pipeline.candidates import SourceResult
 from service.pipeline.reasons import SuggestionReason
 

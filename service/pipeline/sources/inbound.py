@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from graph.retrieval import RetrievalConfig, followers_not_followed, unanswered_inbound
 from graph.store import GraphStore
-
 from service.pipeline.candidates import SourceResult
 from service.pipeline.reasons import SuggestionReason
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from graph.store import GraphStore
-
 from service.pipeline.reasons import SuggestionReason
 from service.pipeline.steps import Shortlist
 from service.safety.engine import SafetyEngine, member

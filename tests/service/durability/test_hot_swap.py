@@ -21,9 +21,14 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from contactgraph.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    graph_service_pb2_grpc,
+    suggestion_service_pb2,
+    suggestion_service_pb2_grpc,
+)
 from contactgraph.v1 import graph_events_pb2 as ev_pb
-from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc, graph_service_pb2_grpc
-from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
 from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.snapshot import read_snapshot, write_snapshot

@@ -17,9 +17,9 @@ from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.errors import WalCorruptError, WalError
 from graph.store import GraphStore
-from graph.wal_format import FRAME_SIZE, HEADER_SIZE, WalReader, list_segments, read_wal_table
-from service.server.config import WalConfig
+from graph.wal_format import FRAME_SIZE, HEADER_SIZE, list_segments, read_wal_table
 from service.durability.wal import WriteAheadLog, repair_log, replay
+from service.server.config import WalConfig
 from tests.support.durability import EVENT_TIME, message
 
 NOW = float(EVENT_TIME + 60)
@@ -106,7 +106,7 @@ class TestCorruptionStopsTheStart:
         frame's offset, and truncates nothing."""
         _write_log(tmp_path, [2, 2, 2, 2])
         (segment,) = list_segments(tmp_path)
-        start, end = _frames(segment.path.read_bytes())[1]
+        start, _ = _frames(segment.path.read_bytes())[1]
         damaged = _flip(segment.path, start + FRAME_SIZE + 3)
         with pytest.raises(WalCorruptError, match=f"{segment.path}:{start}: crc32 mismatch; intact records "
                                                   "follow.*wal repair"):

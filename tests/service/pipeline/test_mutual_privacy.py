@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from tests.service.server.test_server_integration import serve_time_stamp
-from tests.support.safety_oracle import Harness, build, world_plans
 
 from graph.model import Surface
 from service.pipeline.explain import explain
 from service.pipeline.reasons import SuggestionReason
+from tests.service.server.test_server_integration import serve_time_stamp
+from tests.support.safety_oracle import Harness, build, world_plans
 
 V, T, W, H = 1, 2, 3, 4
 SURFACES = (Surface.NEW_CONTACTS, Surface.SHARE_SHEET)
@@ -205,7 +205,8 @@ class TestAgainstTheOracle:
         for v in users:
             for surface in SURFACES:
                 ranked = h.suggest(v, surface)
-                for u, n, reasons in zip(ranked.user_ids.tolist(), ranked.mutual_counts.tolist(), ranked.reasons):
+                shown = zip(ranked.user_ids.tolist(), ranked.mutual_counts.tolist(), ranked.reasons, strict=True)
+                for u, n, reasons in shown:
                     assert n == len(h.world.nameable_mutuals(v, u)), (v, u)
                     if n == 0:
                         assert SuggestionReason.MUTUAL_FRIENDS not in reasons

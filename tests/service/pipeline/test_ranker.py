@@ -10,9 +10,8 @@ import pytest
 
 from graph.ann import VectorSearch
 from graph.config import GraphConfig
-from graph.contacts import ContactConfig
+from graph.contacts import DAY, ContactConfig
 from graph.embedding import EmbeddingConfig
-from graph.contacts import DAY
 from graph.model import EventKind, InteractionType, Surface
 from graph.ranking import ModelError, RankerTrainingConfig, RankingModel, fit, training_data, user_weights
 from graph.rebuild import Built, build
