@@ -29,7 +29,8 @@ from graph.config import GraphConfig
 from graph.snapshot import read_snapshot, write_snapshot
 from graph.wal_format import list_segments
 from service.durability.wal import replay
-from tests.support.durability import CONTACTGRAPH, REPO, ServerProcess, build_snapshot, follow, message, request
+from tests.support.durability import build_snapshot, follow, message, request
+from tests.support.server import CONTACTGRAPH, REPO, ServerProcess
 
 pytestmark = pytest.mark.integration
 

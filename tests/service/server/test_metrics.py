@@ -21,7 +21,7 @@ from contactgraph.v1 import (
 )
 
 if TYPE_CHECKING:
-    from conftest import RunningServer
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-import select
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,9 +37,11 @@ from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
 
 from tests.conftest import SERVE_TIME
+from tests.support.server import CONTACTGRAPH, ServerProcess
 
 if TYPE_CHECKING:
-    from conftest import RunningServer, TinyNetwork
+    from tests.conftest import TinyNetwork
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 
@@ -695,24 +693,6 @@ class TestServing:
 # --- the command line ----------------------------------------------------------
 
 
-def _contactgraph() -> str:
-    exe = Path(sys.executable).with_name("contactgraph")
-    assert exe.exists(), f"{exe} is missing: run make install"
-    return str(exe)
-
-
-def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if ready:
-            return proc.stdout.readline()
-        if proc.poll() is not None:
-            break
-    raise AssertionError(f"no line from the server within {timeout}s (exit code {proc.poll()})")
-
-
 # Bytes no protobuf message decodes: a tag varint longer than ten bytes, and
 # a length-delimited field 1 that claims more bytes than follow.
 GARBAGE = (b"\xff" * 11, b"\x0a\x05ab")
@@ -777,23 +757,21 @@ class TestCommandLine:
         suggest` prints the suggestion table and `probe health` the health
         table, both exiting 0; SIGTERM stops the server with exit code 0
         within its grace period. A probe of a closed port exits 1."""
-        exe = _contactgraph()
+        assert CONTACTGRAPH.exists(), f"{CONTACTGRAPH} is missing: run make install"
+        exe = str(CONTACTGRAPH)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(tmp_path / "serve.err", "w") as err:
-            proc = subprocess.Popen([exe, "serve", "--snapshot", str(tiny_network.snapshot_dir), "--port", "0"],
-                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        server = ServerProcess(tiny_network.snapshot_dir, tmp_path / "serve.err", workers=None)
         try:
-            line = _read_line(proc, 60)
-            match = re.search(r"contactgraph serving snapshot (\S+) on 127\.0\.0\.1:(\d+)", line)
-            assert match, line
-            target = f"127.0.0.1:{match.group(2)}"
-            assert int(match.group(2)) > 0
+            server.start(timeout_s=60)
+            assert server.host == "127.0.0.1"
+            target = server.target
+            assert server.port > 0
 
             out = subprocess.run([exe, "probe", "suggest", "1", "--target", target], capture_output=True,
                                  text=True, timeout=60, env=env)
             assert out.returncode == 0, out.stderr
             assert re.search(r"^user\s+score\s+reasons\s+mutual friends\s*$", out.stdout, re.M), out.stdout
-            assert match.group(1) in out.stdout
+            assert server.snapshot_id in out.stdout
             shown = {int(m) for m in re.findall(r"^(\d+)\s", out.stdout, re.M)}
             assert shown and shown <= set(tiny_network.safe_for_viewer), out.stdout
 
@@ -803,14 +781,9 @@ class TestCommandLine:
             assert re.search(r"^service\s+status\s*$", out.stdout, re.M), out.stdout
             assert out.stdout.count("SERVING") == 1 + len(SERVICE_NAMES)
 
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=5.0 + 10) == 0
+            assert server.stop(timeout_s=5.0 + 10) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+            server.kill()
 
         out = subprocess.run([exe, "probe", "health", "--target", target, "--timeout", "2"], capture_output=True,
                              text=True, timeout=60, env=env)

@@ -27,7 +27,8 @@ from service.server.interceptors import Lane, LaneConfig
 from service.server.request_scope import RequestIdLogFilter
 
 if TYPE_CHECKING:
-    from conftest import RunningServer, TinyNetwork
+    from tests.conftest import TinyNetwork
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,7 @@ from tests.service.server.test_server_integration import serve_time_stamp
 from service.server.tls import Authorizer, ClientTls, TlsConfig, parse_role_assignments
 
 if TYPE_CHECKING:
-    from conftest import RunningServer
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 

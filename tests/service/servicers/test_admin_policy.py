@@ -15,7 +15,8 @@ from grpc_status import rpc_status
 from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc, suggestion_service_pb2
 from contactgraph.v1 import suggestion_service_pb2_grpc
 
-from tests.conftest import TEST_POLICY, RunningServer, TinyNetwork
+from tests.conftest import TinyNetwork
+from tests.support.server import TEST_POLICY, RunningServer
 
 pytestmark = pytest.mark.integration
 

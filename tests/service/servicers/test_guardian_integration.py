@@ -27,14 +27,15 @@ from contactgraph.v1 import guardian_service_pb2_grpc, safety_service_pb2, safet
 from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
 from contactgraph.v1 import user_profile_pb2 as profile_pb
 from graph.clock import ManualClock
-from graph.config import GraphConfig
 from service.server.config import ServerConfig
 from service.safety.guardian import issue_consent_token
-from service.server.server import Server, build_safety, create_server, reload_policy
+from service.server.server import Server, reload_policy
 from service.server.state import ServingState
+from tests.conftest import SERVE_TIME
+from tests.support.server import policy_text, start_server
 
 if TYPE_CHECKING:
-    from conftest import TinyNetwork
+    from tests.conftest import TinyNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +45,6 @@ FR = filter_reason_pb2.FilterReason
 D = safety_service_pb2.Decision
 A = gpb.AuditAction
 MSG = gpb.GuardianMessaging
-SERVE_TIME = 1_700_000_000 + 3600.0 + 60.0  # conftest's SERVE_TIME
-
-POLICY = """\
-version = "{version}"
-[fatigue]
-max_impressions = 1000000
-[exposure]
-daily_cap_adult = 1000000
-daily_cap_minor = 200
-"""
 
 
 class Running(NamedTuple):
@@ -89,14 +80,11 @@ class Cluster:
         self.running: list[Running] = []
 
     def start(self, clock_at: float = SERVE_TIME) -> Running:
-        clock = ManualClock(clock_at)
-        config = ServerConfig(snapshot=self.snapshot, host="127.0.0.1", port=0, workers=8, grace_s=1.0,
-                              data_dir=self.data_dir, guardian_key=KEY, policy_path=self.policy)
-        state = ServingState.load(self.snapshot, GraphConfig(), clock, safety=build_safety(config, clock))
-        server, port = create_server(config, state)
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        started = start_server(self.snapshot, ManualClock(clock_at), workers=8, data_dir=self.data_dir,
+                               guardian_key=KEY, policy_path=self.policy)
+        channel = grpc.insecure_channel(started.target)
         grpc.channel_ready_future(channel).result(timeout=10)
-        running = Running(server, channel, clock, state, config)
+        running = Running(started.server, channel, started.clock, started.server.state, started.server.config)
         self.running.append(running)
         return running
 
@@ -110,7 +98,7 @@ class Cluster:
 @pytest.fixture
 def cluster(tiny_network: TinyNetwork, tmp_path: Path) -> Iterator[Cluster]:
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(version="v1"))
+    policy.write_text(policy_text("v1"))
     c = Cluster(tiny_network.snapshot_dir, tmp_path / "data", policy)
     yield c
     for running in list(c.running):
@@ -729,7 +717,7 @@ class TestPolicyReloadUnderLoad:
             t.start()
         try:
             time.sleep(0.3)
-            cluster.policy.write_text(POLICY.format(version="v2"))
+            cluster.policy.write_text(policy_text("v2"))
             assert reload_policy(r.state.safety) == "v2"
             reloaded = time.monotonic()
             time.sleep(0.3)

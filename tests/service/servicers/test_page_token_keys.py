@@ -26,7 +26,8 @@ from service.server.config import (
 from service.servicers.page_token import PageTokens
 
 if TYPE_CHECKING:
-    from conftest import RunningServer, TinyNetwork
+    from tests.conftest import TinyNetwork
+    from tests.support.server import RunningServer
 
 K1, K2, K3 = bytes(range(32)), bytes(range(32, 64)), b"\xff" * 32
 
