@@ -17,7 +17,6 @@ from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from grpc_status import rpc_status
 
 from contactgraph.v1 import (
     filter_reason_pb2,
@@ -37,6 +36,7 @@ from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
 
 from tests.conftest import SERVE_TIME
+from tests.support.grpc_errors import error_info
 from tests.support.server import CONTACTGRAPH, ServerProcess
 
 if TYPE_CHECKING:
@@ -103,12 +103,7 @@ def erase(user_id: int, event_id: str) -> ev_pb.GraphEvent:
 def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
     """The message and the one ErrorInfo of an INVALID_ARGUMENT error."""
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status"
-    infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
-    assert len(infos) == 1, status
-    info = error_details_pb2.ErrorInfo()
-    infos[0].Unpack(info)
+    info = error_info(err)
     assert info.domain == "contactgraph.v1"
     return str(err.details()), info
 
@@ -132,10 +127,7 @@ def expect_already_exists(call: object, field: str) -> None:
     err = caught.value
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
     assert field in str(err.details()), err.details()
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status"
-    info = error_details_pb2.ErrorInfo()
-    assert len(status.details) == 1 and status.details[0].Unpack(info), status
+    info = error_info(err)
     assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", "contactgraph.v1", field)
 
 

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from contactgraph.v1 import (
     safety_service_pb2,
@@ -25,6 +23,7 @@ from contactgraph.v1 import (
 )
 from service.server.interceptors import Lane, LaneConfig
 from service.server.request_scope import RequestIdLogFilter
+from tests.support.grpc_errors import error_reason
 
 if TYPE_CHECKING:
     from tests.conftest import TinyNetwork
@@ -33,14 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 SUGGEST = suggestion_service_pb2.SuggestContactsRequest
-
-
-def _reason(err: grpc.RpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    status.details[0].Unpack(info)
-    return str(info.reason)
 
 
 class Gate:
@@ -95,7 +86,7 @@ class TestOverload:
             with pytest.raises(grpc.RpcError) as err:
                 stub.SuggestContacts(SUGGEST(user_id=1), timeout=5)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert _reason(err.value) == "SERVER_OVERLOADED"
+            assert error_reason(err.value) == "SERVER_OVERLOADED"
         assert time.perf_counter() - started < 1.0
         gate.opened.set()
         assert running.result(timeout=5).suggestions

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from contactgraph.v1 import filter_reason_pb2, graph_service_pb2, graph_service_pb2_grpc
 from contactgraph.v1 import graph_events_pb2 as ev_pb
@@ -32,6 +30,7 @@ from service.safety.guardian import issue_consent_token
 from service.server.server import Server, reload_policy
 from service.server.state import ServingState
 from tests.conftest import SERVE_TIME
+from tests.support.grpc_errors import error_info, status_code
 from tests.support.server import policy_text, start_server
 
 if TYPE_CHECKING:
@@ -184,20 +183,11 @@ def explain(r: Running, viewer: int, candidate: int) -> suggestion_service_pb2.E
         viewer_id=viewer, candidate_id=candidate), timeout=10)
 
 
-def code_of(call: Any) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as err:
-        call()
-    return err.value.code()
-
-
 def error_of(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str], str]:
     """(code, ErrorInfo reason, ErrorInfo metadata, message) of a failed call."""
     with pytest.raises(grpc.RpcError) as err:
         call()
-    status = rpc_status.from_call(err.value)
-    assert status is not None and len(status.details) == 1
-    info = error_details_pb2.ErrorInfo()
-    status.details[0].Unpack(info)
+    info = error_info(err.value)
     return err.value.code(), info.reason, dict(info.metadata), err.value.details() or ""
 
 
@@ -224,7 +214,7 @@ class TestLink:
         tokens = {"forged-key": token(srv, "g", key=b"not-the-key-but-just-as-long-0001"), "other-child": token(srv, "g", child=33),
                   "other-guardian": token(srv, "someone-else"), "expired": token(srv, "g", at=now - 8 * 86400),
                   "future": token(srv, "g", at=now + 86400)}
-        assert code_of(lambda: link(srv, "g", consent=tokens.get(consent, consent))) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: link(srv, "g", consent=tokens.get(consent, consent))) == grpc.StatusCode.PERMISSION_DENIED
         t = transparency(srv)
         assert list(t.links) == []
         assert (A.AUDIT_ACTION_DENIED, "g") in records(srv)
@@ -233,7 +223,7 @@ class TestLink:
         """A token issued now still links in six days, not in eight."""
         consent = token(srv, "g")
         srv.clock.advance(8 * 86400)
-        assert code_of(lambda: link(srv, "g", consent=consent)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: link(srv, "g", consent=consent)) == grpc.StatusCode.PERMISSION_DENIED
         srv.clock.advance(-2 * 86400)
         assert link(srv, "g", consent=consent).child_user_id == CHILD
 
@@ -242,21 +232,21 @@ class TestLink:
         sees both links."""
         link(srv, "mum")
         link(srv, "dad")
-        assert code_of(lambda: link(srv, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(srv, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
         assert sorted(lnk.guardian_id for lnk in transparency(srv).links) == ["dad", "mum"]
-        assert code_of(lambda: link(srv, "mum")) == grpc.StatusCode.ALREADY_EXISTS
+        assert status_code(lambda: link(srv, "mum")) == grpc.StatusCode.ALREADY_EXISTS
 
     @pytest.mark.parametrize("child", [1, 4242], ids=["adult", "unknown"])
     def test_adult_or_unknown_child_refused(self, srv: Running, child: int) -> None:
         """Guardians link to minors only."""
-        assert code_of(lambda: link(srv, "g", child=child)) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(srv, "g", child=child)) == grpc.StatusCode.FAILED_PRECONDITION
 
     def test_unlink_by_child_ends_oversight(self, srv: Running) -> None:
         """The child can unlink; the guardian then reads nothing."""
         link(srv, "g")
         srv.guardian.UnlinkGuardian(gpb.UnlinkGuardianRequest(guardian_id="g", child_user_id=CHILD,
                                                               requested_by_child=True), timeout=10)
-        assert code_of(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
         assert (A.AUDIT_ACTION_UNLINK, "g") in records(srv)
 
 
@@ -272,18 +262,18 @@ class TestChildBecomesAdult:
         overview(srv, "g")  # still a minor by the rules
         apply(srv, profile(CHILD, age_assurance=profile_pb.AGE_ASSURANCE_VERIFIED))
         srv.clock.advance(86400)
-        assert code_of(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
         got = records(srv)
         assert (A.AUDIT_ACTION_LINK_ENDED_ADULT, "g") in got and got[-1] == (A.AUDIT_ACTION_DENIED, "g")
         assert list(transparency(srv).links) == []
-        assert code_of(lambda: link(srv, "g2")) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(srv, "g2")) == grpc.StatusCode.FAILED_PRECONDITION
 
     def test_verified_adult_in_one_event(self, srv: Running) -> None:
         """A verified ADULT profile event ends the link at once."""
         link(srv, "g")
         apply(srv, profile(CHILD, age_band=profile_pb.AGE_BAND_ADULT, age_assurance=profile_pb.AGE_ASSURANCE_VERIFIED))
-        assert code_of(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
-        assert code_of(lambda: controls(srv, "g", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: controls(srv, "g", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
 
 
 # --- controls ------------------------------------------------------------------
@@ -300,15 +290,15 @@ class TestControls:
         the controls in force stay."""
         link(srv, "g")
         before = controls(srv, "g", **first)
-        assert code_of(lambda: controls(srv, "g", **then)) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: controls(srv, "g", **then)) == grpc.StatusCode.FAILED_PRECONDITION
         assert transparency(srv).controls == before
 
     def test_unlinked_guardian_denied_and_audited(self, srv: Running) -> None:
         """Controls and overviews from a guardian without a link are
         PERMISSION_DENIED and each denial is audited."""
         link(srv, "mum")
-        assert code_of(lambda: controls(srv, "stranger", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
-        assert code_of(lambda: overview(srv, "stranger")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: controls(srv, "stranger", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "stranger")) == grpc.StatusCode.PERMISSION_DENIED
         assert [g for a, g in records(srv) if a == A.AUDIT_ACTION_DENIED] == ["stranger", "stranger"]
         assert transparency(srv).controls.suggestions_enabled
 
@@ -377,7 +367,7 @@ class TestOverviewAndTransparency:
 
     def test_transparency_of_unknown_child(self, srv: Running) -> None:
         """Transparency for an unknown user is NOT_FOUND."""
-        assert code_of(lambda: transparency(srv, 4242)) == grpc.StatusCode.NOT_FOUND
+        assert status_code(lambda: transparency(srv, 4242)) == grpc.StatusCode.NOT_FOUND
 
 
 class TestRestart:
@@ -390,7 +380,7 @@ class TestRestart:
         controls(first, "mum", add_removed_contact_ids=[SAFE_FOR_CHILD],
                  messaging=MSG.GUARDIAN_MESSAGING_FRIENDS_ONLY)
         overview(first, "mum")
-        assert code_of(lambda: overview(first, "nobody")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(first, "nobody")) == grpc.StatusCode.PERMISSION_DENIED
         before = transparency(first)
         cluster.stop(first)
         second = cluster.start()
@@ -401,7 +391,7 @@ class TestRestart:
         assert SAFE_FOR_CHILD not in suggested(second, CHILD)
         assert not check(second, CHILD, SAFE_FOR_CHILD).allowed
         link(second, "dad")
-        assert code_of(lambda: link(second, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(second, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
 
 
     def test_audit_kept_for_the_configured_time(self, cluster: Cluster) -> None:
