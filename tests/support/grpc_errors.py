@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -36,3 +37,34 @@ def status_code(call: Callable[[], object]) -> grpc.StatusCode:
         code: grpc.StatusCode = err.code()
         return code
     return grpc.StatusCode.OK
+
+
+def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
+    """The message and the one ErrorInfo of an INVALID_ARGUMENT error."""
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    info = error_info(err)
+    assert info.domain == "contactgraph.v1"
+    return str(err.details()), info
+
+
+def expect_invalid(call: Callable[[], object], field: str) -> tuple[str, error_details_pb2.ErrorInfo]:
+    """Run ``call``; it must fail with INVALID_ARGUMENT naming ``field`` in
+    the message and in the ErrorInfo's ``field`` metadata."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    text, info = invalid_argument(caught.value)
+    assert field in text, text
+    assert info.metadata["field"] == field, info
+    return text, info
+
+
+def expect_already_exists(call: Callable[[], object], field: str) -> None:
+    """Run ``call``; it must fail with ALREADY_EXISTS naming ``field`` in the
+    message and in its one ErrorInfo (reason EVENT_ID_REUSED)."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    err = caught.value
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
+    assert field in str(err.details()), err.details()
+    info = error_info(err)
+    assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", "contactgraph.v1", field)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from tests.service.server.test_server_integration import serve_time_stamp
+from tests.support.rpc import serve_time_stamp
 from tests.support.safety_oracle import Harness, build, world_plans
 
 from graph.model import Surface

@@ -14,16 +14,12 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from contactgraph.v1 import (
     filter_reason_pb2,
-    graph_service_pb2,
-    graph_service_pb2_grpc,
     suggestion_service_pb2,
-    suggestion_service_pb2_grpc,
     surface_pb2,
 )
 from contactgraph.v1 import graph_events_pb2 as ev_pb
@@ -35,8 +31,8 @@ from service.server.config import ServerConfig
 from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
 
-from tests.conftest import SERVE_TIME
-from tests.support.grpc_errors import error_info
+from tests.support.grpc_errors import expect_already_exists, expect_invalid, invalid_argument
+from tests.support.rpc import apply, edge, erase, ids, message, profile, serve_time_stamp, suggest
 from tests.support.server import CONTACTGRAPH, ServerProcess
 
 if TYPE_CHECKING:
@@ -53,82 +49,6 @@ FR = filter_reason_pb2.FilterReason
 
 
 # --- helpers ---------------------------------------------------------------
-
-
-def suggest(channel: grpc.Channel, user_id: int, *, page_size: int = 100, page_token: str = "",
-            surface: int = NEW) -> suggestion_service_pb2.SuggestContactsResponse:
-    stub = suggestion_service_pb2_grpc.SuggestionServiceStub(channel)
-    request = suggestion_service_pb2.SuggestContactsRequest(
-        user_id=user_id, page_size=page_size, page_token=page_token, surface=surface)
-    response: suggestion_service_pb2.SuggestContactsResponse = stub.SuggestContacts(request, timeout=10)
-    return response
-
-
-def ids(response: suggestion_service_pb2.SuggestContactsResponse) -> list[int]:
-    return [s.user_id for s in response.suggestions]
-
-
-def apply(channel: grpc.Channel, *events: ev_pb.GraphEvent) -> graph_service_pb2.ApplyEventsResponse:
-    stub = graph_service_pb2_grpc.GraphServiceStub(channel)
-    response: graph_service_pb2.ApplyEventsResponse = stub.ApplyEvents(
-        graph_service_pb2.ApplyEventsRequest(events=list(events)), timeout=10)
-    return response
-
-
-def serve_time_stamp() -> timestamp_pb2.Timestamp:
-    """event_time of the helpers' events: the test servers' clock at start
-    (what a missing time used to mean; event_time is required now)."""
-    return timestamp_pb2.Timestamp(seconds=int(SERVE_TIME))
-
-
-def edge(kind: str, actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
-                            **{kind: ev_pb.Edge(actor_id=actor, target_id=target)})
-
-
-def message(actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), interaction=ev_pb.Interaction(
-        actor_id=actor, target_id=target, type=ev_pb.INTERACTION_TYPE_MESSAGE))
-
-
-def profile(event_id: str, **fields: object) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
-                            profile=profile_pb.UserProfile(**fields))  # type: ignore[arg-type]
-
-
-def erase(user_id: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), erase_user=ev_pb.EraseUser(user_id=user_id))
-
-
-def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
-    """The message and the one ErrorInfo of an INVALID_ARGUMENT error."""
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
-    info = error_info(err)
-    assert info.domain == "contactgraph.v1"
-    return str(err.details()), info
-
-
-def expect_invalid(call: object, field: str) -> tuple[str, error_details_pb2.ErrorInfo]:
-    """Run ``call``; it must fail with INVALID_ARGUMENT naming ``field`` in
-    the message and in the ErrorInfo's ``field`` metadata."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
-    text, info = invalid_argument(caught.value)
-    assert field in text, text
-    assert info.metadata["field"] == field, info
-    return text, info
-
-
-def expect_already_exists(call: object, field: str) -> None:
-    """Run ``call``; it must fail with ALREADY_EXISTS naming ``field`` in the
-    message and in its one ErrorInfo (reason EVENT_ID_REUSED)."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
-    err = caught.value
-    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
-    assert field in str(err.details()), err.details()
-    info = error_info(err)
-    assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", "contactgraph.v1", field)
 
 
 def walk(channel: grpc.Channel, user_id: int, page_size: int,

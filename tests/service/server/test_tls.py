@@ -32,7 +32,7 @@ from contactgraph.v1 import (
 from service.server.config import ServerConfig
 from service.safety.guardian import issue_consent_token
 from service.cli.probe import Endpoint, ProbeError, suggest
-from tests.service.server.test_server_integration import serve_time_stamp
+from tests.support.rpc import serve_time_stamp
 from service.server.tls import Authorizer, ClientTls, TlsConfig, parse_role_assignments
 from tests.support.grpc_errors import status_code
 

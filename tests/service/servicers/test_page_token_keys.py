@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from tests.service.server.test_server_integration import apply, erase, expect_invalid, ids, suggest
+from tests.support.grpc_errors import expect_invalid
+from tests.support.rpc import apply, erase, ids, suggest
 
 from service.cli import build_parser
 from service.server.config import (
