@@ -32,20 +32,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import grpc
 import pytest
 from hypothesis import HealthCheck, settings
 
 from graph.clock import ManualClock
-from graph.config import GraphConfig
 from graph.eventlog import write_edge_csv, write_profile_csv
 from graph.model import AccountState, AgeAssurance, AgeBand, MessagePrivacy, Profile
 from graph.rebuild import rebuild
-from service.server.config import ServerConfig
-from service.server.server import Server, build_safety, create_server
 from service.server.state import ServingState
+from tests.support.server import RunningServer, load_state, start_server
 
 # Hypothesis profiles for the stateful safety tests (tests/test_safety_stateful.py):
 # "stateful" keeps `make test` fast; "fuzz" (`make fuzz`, HYPOTHESIS_PROFILE=fuzz)
@@ -177,57 +174,6 @@ def tiny_network(tmp_path_factory: pytest.TempPathFactory) -> TinyNetwork:
     return TinyNetwork(snapshot_dir=root / "snapshot", log_paths=paths)
 
 
-# The suggestion contract under test does not depend on how often a test
-# has asked: impression fatigue and exposure caps are set out of reach (the
-# minor cap at its ceiling). Everything else is the built-in policy.
-TEST_POLICY = """\
-version = "test-contract-1"
-[fatigue]
-max_impressions = 1000000
-[exposure]
-daily_cap_adult = 1000000
-daily_cap_minor = 200
-"""
-
-
-class RunningServer(NamedTuple):
-    server: Server
-    port: int
-    clock: ManualClock
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def load_state(snapshot_dir: Path, clock: ManualClock) -> ServingState:
-    """A fresh serving state (its own store) over the snapshot, under the
-    test policy."""
-    return ServingState.load(snapshot_dir, GraphConfig(), clock,
-                             safety=build_safety(server_config(snapshot_dir), clock))
-
-
-def server_config(snapshot_dir: Path, **config: object) -> ServerConfig:
-    """127.0.0.1, a free port, the test policy; ``config`` overrides."""
-    policy = snapshot_dir.parent / "test_policy.toml"
-    if not policy.exists():
-        policy.write_text(TEST_POLICY)
-    settings: dict[str, object] = {"host": "127.0.0.1", "port": 0, "workers": 4, "grace_s": 1.0,
-                                   "policy_path": policy}
-    settings.update(config)
-    return ServerConfig(snapshot=snapshot_dir, **settings)  # type: ignore[arg-type]
-
-
-def start_server(snapshot_dir: Path, **config: object) -> RunningServer:
-    """A real server on a free loopback port over a fresh state of the
-    snapshot, its ManualClock at SERVE_TIME."""
-    clock = ManualClock(SERVE_TIME)
-    cfg = server_config(snapshot_dir, **config)
-    state = ServingState.load(snapshot_dir, cfg.graph, clock, safety=build_safety(cfg, clock))
-    server, port = create_server(cfg, state)
-    return RunningServer(server, port, clock)
-
-
 @pytest.fixture
 def server_factory(tiny_network: TinyNetwork) -> Iterator[Callable[..., RunningServer]]:
     """``start(snapshot_dir=None, **ServerConfig fields)``: more servers of
@@ -236,7 +182,7 @@ def server_factory(tiny_network: TinyNetwork) -> Iterator[Callable[..., RunningS
     started: list[RunningServer] = []
 
     def start(snapshot_dir: Path | None = None, **config: object) -> RunningServer:
-        running = start_server(snapshot_dir or tiny_network.snapshot_dir, **config)
+        running = start_server(snapshot_dir or tiny_network.snapshot_dir, ManualClock(SERVE_TIME), **config)
         started.append(running)
         return running
 
@@ -255,7 +201,7 @@ def state_factory(tiny_network: TinyNetwork) -> Callable[[], ServingState]:
 def server(tiny_network: TinyNetwork) -> Iterator[RunningServer]:
     """A server shared by the session: tests using it must not mutate it
     (no ApplyEvents, no clock changes)."""
-    running = start_server(tiny_network.snapshot_dir)
+    running = start_server(tiny_network.snapshot_dir, ManualClock(SERVE_TIME))
     yield running
     running.server.stop(0)
 
@@ -264,7 +210,7 @@ def server(tiny_network: TinyNetwork) -> Iterator[RunningServer]:
 def fresh_server(tiny_network: TinyNetwork) -> Iterator[RunningServer]:
     """A server of its own over a freshly loaded state, for tests that apply
     events or move the clock."""
-    running = start_server(tiny_network.snapshot_dir)
+    running = start_server(tiny_network.snapshot_dir, ManualClock(SERVE_TIME))
     yield running
     running.server.stop(0)
 

@@ -32,7 +32,8 @@ from contactgraph.v1 import graph_service_pb2, wal_record_pb2
 from graph.snapshot import read_manifest
 from service.durability.wal import WriteAheadLog
 from service.server.config import WalConfig
-from tests.support.durability import ServerProcess, build_snapshot, follow, message, request
+from tests.support.durability import build_snapshot, follow, message, request
+from tests.support.server import ServerProcess
 
 THROUGHPUT_TARGET = 50_000.0
 STARTUP_TARGET_S = 30.0

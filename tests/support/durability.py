@@ -1,15 +1,9 @@
 """Helpers for the durability tests and benchmark: small synthetic
-snapshots, `contactgraph serve` as a real subprocess, and event batches
-whose effect an oracle can predict exactly."""
+snapshots and event batches whose effect an oracle can predict exactly
+(`contactgraph serve` as a real subprocess: tests/support/server.py)."""
 
 from __future__ import annotations
 
-import os
-import re
-import select
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +22,6 @@ from graph.rebuild import read_inputs
 from graph.snapshot import write_snapshot
 from graph.synthetic import NetworkSpec, generate_network, write_demo_logs
 
-REPO = Path(__file__).resolve().parents[2]
-CONTACTGRAPH = Path(sys.executable).parent / "contactgraph"
-SERVING = re.compile(r"contactgraph serving snapshot (\S+) on ([0-9.]+):(\d+)")
 # Every test interaction happens at this second: with no time between
 # them, a pair's strength is exactly the sum of its weights.
 EVENT_TIME = 1_750_000_000
@@ -77,69 +68,3 @@ def message(event_id: str, actor: int, target: int) -> ev_pb.GraphEvent:
 
 def request(events: Sequence[ev_pb.GraphEvent]) -> graph_service_pb2.ApplyEventsRequest:
     return graph_service_pb2.ApplyEventsRequest(events=list(events))
-
-
-class ServerProcess:
-    """`contactgraph serve` on a free port, as a child process; its stderr
-    (JSON log lines) goes to ``log_path``."""
-
-    def __init__(self, snapshot: Path, log_path: Path, *args: str) -> None:
-        self.snapshot = snapshot
-        self.log_path = log_path
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.snapshot_id = ""
-
-    def start(self, timeout_s: float = 30.0) -> "ServerProcess":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as err:
-            self.proc = subprocess.Popen(
-                [str(CONTACTGRAPH), "serve", "--snapshot", str(self.snapshot), "--port", "0", "--workers", "8",
-                 *self.args],
-                stdout=subprocess.PIPE, stderr=err, cwd=REPO, env=env)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        line = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
-            if ready:
-                line = self.proc.stdout.readline()
-                match = SERVING.search(line.decode())
-                if match:
-                    self.snapshot_id, self.port = match.group(1), int(match.group(3))
-                    return self
-            if self.proc.poll() is not None:
-                break
-        self.kill()
-        raise RuntimeError(f"server did not start (exit {self.proc.returncode}, last line {line!r}); "
-                           f"log tail:\n{self.log_tail()}")
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.wait()
-
-    def stop(self) -> int:
-        """SIGTERM and wait for a graceful exit; returns the exit code."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait()
-
-    def wait(self) -> int:
-        assert self.proc is not None
-        code = self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""

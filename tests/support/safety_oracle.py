@@ -466,8 +466,18 @@ class Harness:
 
     # -- events ---------------------------------------------------------
     def _event(self, kind: str, actor: int, target: int = 0, profile: dict[str, Any] | None = None) -> None:
-        from graph.model import (AccountState, AgeAssurance, AgeBand, Event, EventKind, InteractionType,
-                                 MessagePrivacy, Profile, ReportCategory, Surface)
+        from graph.model import (
+            AccountState,
+            AgeAssurance,
+            AgeBand,
+            Event,
+            EventKind,
+            InteractionType,
+            MessagePrivacy,
+            Profile,
+            ReportCategory,
+            Surface,
+        )
 
         self._n += 1
         eid = f"e{self._n}"

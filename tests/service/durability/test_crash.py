@@ -26,7 +26,8 @@ from graph.snapshot import read_snapshot
 from graph.wal_format import list_segments
 from service.durability.wal import WriteAheadLog, replay
 from service.server.config import WalConfig
-from tests.support.durability import EVENT_TIME, ServerProcess, build_snapshot, follow, message, request
+from tests.support.durability import EVENT_TIME, build_snapshot, follow, message, request
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.integration
 

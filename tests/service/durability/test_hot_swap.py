@@ -18,8 +18,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from contactgraph.v1 import (
     admin_service_pb2,
@@ -34,7 +32,9 @@ from graph.config import GraphConfig
 from graph.snapshot import read_snapshot, write_snapshot
 from graph.wal_format import list_segments
 from service.durability.wal import replay
-from tests.support.durability import CONTACTGRAPH, REPO, ServerProcess, build_snapshot, follow, message, request
+from tests.support.durability import build_snapshot, follow, message, request
+from tests.support.grpc_errors import error_reason
+from tests.support.server import CONTACTGRAPH, REPO, ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -121,11 +121,7 @@ def _refusal(target: str, path: str | Path) -> tuple[grpc.StatusCode, str, str]:
     with pytest.raises(grpc.RpcError) as info:
         _load(target, path)
     err = info.value
-    status = rpc_status.from_call(err)
-    assert status is not None
-    detail = error_details_pb2.ErrorInfo()
-    status.details[0].Unpack(detail)
-    return err.code(), err.details(), detail.reason
+    return err.code(), err.details(), error_reason(err)
 
 
 def _served_snapshot(target: str) -> str:

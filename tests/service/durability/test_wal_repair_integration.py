@@ -16,8 +16,9 @@ import pytest
 from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from graph.wal_format import FRAME_SIZE, HEADER_SIZE, list_segments
-from tests.support import durability as durability_support
-from tests.support.durability import REPO, ServerProcess, build_snapshot, follow, request
+from tests.support import server as server_support
+from tests.support.durability import build_snapshot, follow, request
+from tests.support.server import REPO, ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def test_a_flipped_byte_stops_the_start_until_repaired(tmp_path: Path, monkeypat
     command = tmp_path / "contactgraph"
     command.write_text(f'#!/bin/sh\ncd "{REPO}" && exec "{sys.executable}" -m service.cli "$@"\n')
     command.chmod(0o755)
-    monkeypatch.setattr(durability_support, "CONTACTGRAPH", command)
+    monkeypatch.setattr(server_support, "CONTACTGRAPH", command)
     data_dir = tmp_path / "data"
     snapshot = data_dir / "snapshot"
     build_snapshot(snapshot, n_users=100)

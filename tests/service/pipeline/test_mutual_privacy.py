@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from graph.model import Surface
 from service.pipeline.explain import explain
 from service.pipeline.reasons import SuggestionReason
-from tests.service.server.test_server_integration import serve_time_stamp
+from tests.support.rpc import serve_time_stamp
 from tests.support.safety_oracle import Harness, build, world_plans
 
 V, T, W, H = 1, 2, 3, 4

@@ -22,7 +22,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from tests.support.safety_oracle import T0, Harness
 
 from graph.clock import ManualClock
 from graph.config import GraphConfig
@@ -40,12 +39,13 @@ from graph.profiles import COLUMNS
 from graph.snapshot import read_snapshot, write_snapshot
 from graph.store import GraphStore
 from graph.table import EventTable
-from service.server.config import WalConfig
 from service.durability.journal import Journal
+from service.durability.wal import WriteAheadLog, replay
 from service.pipeline.explain import explain
 from service.safety.engine import age_reading_one, age_readings
 from service.safety.reasons import FilterReason
-from service.durability.wal import WriteAheadLog, replay
+from service.server.config import WalConfig
+from tests.support.safety_oracle import T0, Harness
 
 A, M, B = 1, 2, 3
 ALLOW, REQUEST, DENY = "ALLOW", "ALLOW_AS_REQUEST", "DENY"

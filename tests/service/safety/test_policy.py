@@ -16,11 +16,20 @@ from graph.clock import ManualClock
 from graph.eventlog import write_edge_csv, write_profile_csv
 from graph.model import AccountState, AgeBand, MessagePrivacy, Profile
 from graph.rebuild import rebuild
+from service.safety.policy import (
+    CEILING_DAILY_CAP_MINOR,
+    FLOOR_MIN_DM_BAND,
+    FLOOR_MIN_MUTUAL_FRIENDS,
+    FLOOR_MIN_SUGGESTION_BAND,
+    FLOOR_SUSPICIOUS_WINDOW_DAYS,
+    FLOOR_UNBLOCK_COOLDOWN_DAYS,
+    Policy,
+    PolicyError,
+    PolicyHolder,
+    load_policy,
+    parse_policy,
+)
 from service.server.config import ServerConfig
-from service.safety.policy import (CEILING_DAILY_CAP_MINOR, FLOOR_MIN_DM_BAND, FLOOR_MIN_MUTUAL_FRIENDS,
-                                   FLOOR_MIN_SUGGESTION_BAND, FLOOR_SUSPICIOUS_WINDOW_DAYS,
-                                   FLOOR_UNBLOCK_COOLDOWN_DAYS, Policy, PolicyError, PolicyHolder,
-                                   load_policy, parse_policy)
 from service.server.server import build_safety, reload_policy
 
 CLI = Path(sys.executable).parent / "contactgraph"

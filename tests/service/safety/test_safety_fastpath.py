@@ -20,9 +20,9 @@ from graph.config import GraphConfig
 from graph.model import Event, EventKind, Surface
 from graph.store import GraphStore
 from service.pipeline.transforms import MutualFriends
-from tests.support.safety_oracle import Harness, build, world_plans
 from service.safety.engine import SUGGESTION_RULES, Decision
 from service.safety.exposure import DAY, ImpressionLedger
+from tests.support.safety_oracle import Harness, build, world_plans
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

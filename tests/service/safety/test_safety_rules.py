@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from graph.model import Surface
-from tests.support.safety_oracle import DAY, Harness
 from service.safety.reasons import FilterReason
+from tests.support.age_cases import STATE_IDS, STATES, age_cases
+from tests.support.safety_oracle import DAY, Harness
 
 V, C = 1, 2
 
@@ -147,11 +148,8 @@ class TestReports:
         expect(h, False, "REPORTED", viewer=C, candidate=V)
 
 
-STATES = ["ACTIVE", "DEACTIVATED", "SUSPENDED", "BANNED", "UNDER_REVIEW", None]
-
-
 class TestAccountStates:
-    @pytest.mark.parametrize("state", STATES, ids=[str(s) for s in STATES])
+    @pytest.mark.parametrize("state", STATES, ids=STATE_IDS)
     def test_candidate_state(self, state: str | None) -> None:
         """Only ACTIVE candidates are suggested; banned, suspended,
         deactivated, under review and unset states never are
@@ -159,7 +157,7 @@ class TestAccountStates:
         h = pair(candidate={"state": state})
         expect(h, state == "ACTIVE", "ACCOUNT_STATE")
 
-    @pytest.mark.parametrize("state", STATES, ids=[str(s) for s in STATES])
+    @pytest.mark.parametrize("state", STATES, ids=STATE_IDS)
     def test_viewer_state(self, state: str | None) -> None:
         """A viewer who is not ACTIVE gets no suggestions at all
         (FILTER_REASON_VIEWER_ACCOUNT_STATE on the empty answer)."""
@@ -174,8 +172,6 @@ class TestAccountStates:
         expect(h, False, "ACCOUNT_STATE")
 
 
-BAND_IDS = {None: "unset", "UNDER_13": "under13", "13_15": "13_15", "16_17": "16_17", "ADULT": "adult"}
-ALL_BANDS = [None, "UNDER_13", "13_15", "16_17", "ADULT"]
 # Expected for viewer band x candidate band, for the DM-eligible bands
 # (16_17 and ADULT), per relationship: a minor and an adult only as friends;
 # a minor only with a minor-initiated follow (or friends).
@@ -185,26 +181,14 @@ ELIGIBLE = {
     ("16_17", "ADULT"): {"strangers": False, "candidate_follows": False, "friends": True},
     ("16_17", "16_17"): {"strangers": False, "candidate_follows": True, "friends": True},
 }
-
-
-def age_cases() -> list[Any]:
-    cases = []
-    for vb in ALL_BANDS:
-        for cb in ALL_BANDS:
-            for rel in ("strangers", "candidate_follows", "friends"):
-                expected = ELIGIBLE.get((vb, cb), {}).get(rel, False)  # anything under 16 or unset: never
-                reason = None
-                if vb not in ("16_17", "ADULT"):
-                    reason = "VIEWER_UNDER_16"
-                elif cb not in ("16_17", "ADULT"):
-                    reason = "UNDER_16"
-                cases.append(pytest.param(vb, cb, rel, expected, reason,
-                                          id=f"viewer_{BAND_IDS[vb]}-candidate_{BAND_IDS[cb]}-{rel}"))
-    return cases
+# Anything under 16 or unset: never, for the under-16 reason; between
+# eligible bands a refusal's reason is checked by test_stranger_reason_codes.
+AGE_CASES = age_cases(ELIGIBLE, relations=("strangers", "candidate_follows", "friends"), refused=False,
+                      names=("viewer", "candidate"), eligible_reason=None)
 
 
 class TestAgeBands:
-    @pytest.mark.parametrize("viewer_band,candidate_band,relation,expected,reason", age_cases())
+    @pytest.mark.parametrize("viewer_band,candidate_band,relation,expected,reason", AGE_CASES)
     def test_age_matrix(self, viewer_band: str | None, candidate_band: str | None, relation: str,
                         expected: bool, reason: str | None) -> None:
         """Under 16 (or unset): no suggestions either way; a minor and an

@@ -30,9 +30,9 @@ import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from tests.support.safety_oracle import DAY, Harness
 
 from service.safety.guardian import GuardianError
+from tests.support.safety_oracle import DAY, Harness
 
 N_USERS = 6
 USERS = list(range(1, N_USERS + 1))

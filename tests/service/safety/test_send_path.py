@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from graph.model import Surface
-from tests.support.safety_oracle import Harness, build, world_plans
 from service.safety.engine import Decision
 from service.safety.reasons import FilterReason
+from tests.support.age_cases import STATE_IDS, STATES, age_cases
+from tests.support.safety_oracle import Harness, build, world_plans
 
 S, R = 1, 2
 ALLOW, REQUEST, DENY = "ALLOW", "ALLOW_AS_REQUEST", "DENY"
@@ -131,16 +132,13 @@ class TestPrivacy:
         expect(pair(sender={"privacy": "NO_ONE"}), REQUEST)
 
 
-STATES = ["ACTIVE", "DEACTIVATED", "SUSPENDED", "BANNED", "UNDER_REVIEW", None]
-
-
 class TestAccountStates:
-    @pytest.mark.parametrize("state", STATES, ids=[str(s) for s in STATES])
+    @pytest.mark.parametrize("state", STATES, ids=STATE_IDS)
     def test_recipient_state(self, state: str | None) -> None:
         """Only an ACTIVE recipient can be messaged (FILTER_REASON_ACCOUNT_STATE)."""
         expect(pair(recipient={"state": state}), REQUEST if state == "ACTIVE" else DENY, "ACCOUNT_STATE")
 
-    @pytest.mark.parametrize("state", STATES, ids=[str(s) for s in STATES])
+    @pytest.mark.parametrize("state", STATES, ids=STATE_IDS)
     def test_sender_state(self, state: str | None) -> None:
         """Only an ACTIVE sender may send (FILTER_REASON_VIEWER_ACCOUNT_STATE),
         even to friends."""
@@ -149,8 +147,6 @@ class TestAccountStates:
         expect(h, ALLOW if state == "ACTIVE" else DENY, "VIEWER_ACCOUNT_STATE")
 
 
-BANDS = [None, "UNDER_13", "13_15", "16_17", "ADULT"]
-BAND_IDS = {None: "unset", "UNDER_13": "under13", "13_15": "13_15", "16_17": "16_17", "ADULT": "adult"}
 # For the DM-eligible bands: the decision per relationship. An adult may
 # message a minor only if the minor follows the adult.
 ELIGIBLE = {
@@ -159,24 +155,14 @@ ELIGIBLE = {
     ("16_17", "ADULT"): {"strangers": REQUEST, "recipient_follows": ALLOW, "sender_follows": REQUEST, "friends": ALLOW},
     ("16_17", "16_17"): {"strangers": REQUEST, "recipient_follows": ALLOW, "sender_follows": REQUEST, "friends": ALLOW},
 }
-
-
-def age_cases() -> list[Any]:
-    cases = []
-    for sb in BANDS:
-        for rb in BANDS:
-            for rel in ("strangers", "recipient_follows", "sender_follows", "friends"):
-                decision = ELIGIBLE.get((sb, rb), {}).get(rel, DENY)
-                reason = ("VIEWER_UNDER_16" if sb not in ("16_17", "ADULT") else
-                          "UNDER_16" if rb not in ("16_17", "ADULT") else
-                          "ADULT_TO_MINOR_NOT_FOLLOWED")
-                cases.append(pytest.param(sb, rb, rel, decision, reason,
-                                          id=f"sender_{BAND_IDS[sb]}-recipient_{BAND_IDS[rb]}-{rel}"))
-    return cases
+# Anything under 16 or unset: DENY for the under-16 reason; between eligible
+# bands a denial is the adult-to-minor rule's.
+AGE_CASES = age_cases(ELIGIBLE, relations=("strangers", "recipient_follows", "sender_follows", "friends"),
+                      refused=DENY, names=("sender", "recipient"), eligible_reason="ADULT_TO_MINOR_NOT_FOLLOWED")
 
 
 class TestAges:
-    @pytest.mark.parametrize("sender_band,recipient_band,relation,decision,reason", age_cases())
+    @pytest.mark.parametrize("sender_band,recipient_band,relation,decision,reason", AGE_CASES)
     def test_age_matrix(self, sender_band: str | None, recipient_band: str | None, relation: str,
                         decision: str, reason: str) -> None:
         """Under 16 (or unset) neither sends nor receives; an adult may

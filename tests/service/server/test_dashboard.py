@@ -25,6 +25,8 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from contactgraph.v1 import (
     graph_service_pb2_grpc,
     safety_service_pb2,
@@ -32,8 +34,6 @@ from contactgraph.v1 import (
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.conftest import TinyNetwork
 from tests.service.server.test_metrics import follow_request, start_wal_server
 

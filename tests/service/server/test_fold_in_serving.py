@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
-
 from graph.model import AccountState
-from tests.conftest import RunningServer
-from tests.service.server.test_server_integration import apply, edge, message, serve_time_stamp
+from tests.support.rpc import apply, edge, message, serve_time_stamp
+from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from contactgraph.v1 import (
     graph_service_pb2,
     graph_service_pb2_grpc,
@@ -22,17 +24,16 @@ from contactgraph.v1 import (
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
 from graph.clock import ManualClock
 from service.server.config import WalConfig
 from service.server.server import Server, build_safety, create_server
 from service.server.state import open_serving
-from tests.conftest import SERVE_TIME, TinyNetwork, server_config
+from tests.conftest import SERVE_TIME, TinyNetwork
 from tests.service.server.test_server_integration import edge
+from tests.support.server import server_config
 
 if TYPE_CHECKING:
-    from conftest import RunningServer
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 

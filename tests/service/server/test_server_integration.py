@@ -6,45 +6,38 @@ from __future__ import annotations
 
 import os
 import re
-import select
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
 from contactgraph.v1 import (
     filter_reason_pb2,
-    graph_service_pb2,
-    graph_service_pb2_grpc,
     suggestion_service_pb2,
-    suggestion_service_pb2_grpc,
     surface_pb2,
 )
 from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
-from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
-from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from grpc_status import rpc_status
-
 from graph.clock import ManualClock
 from graph.model import AccountState, AgeAssurance, AgeBand, MessagePrivacy, encode_region
 from graph.rebuild import rebuild
 from service.server.config import ServerConfig
 from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
-from service.server.status import DOMAIN
-from tests.conftest import SERVE_TIME
+from tests.support.grpc_errors import expect_already_exists, expect_invalid, invalid_argument
+from tests.support.rpc import apply, edge, erase, ids, message, profile, serve_time_stamp, suggest
+from tests.support.server import CONTACTGRAPH, ServerProcess
 
 if TYPE_CHECKING:
-    from conftest import RunningServer, TinyNetwork
+    from tests.conftest import TinyNetwork
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 
@@ -56,104 +49,6 @@ FR = filter_reason_pb2.FilterReason
 
 
 # --- helpers ---------------------------------------------------------------
-
-
-def suggest(channel: grpc.Channel, user_id: int, *, page_size: int = 100, page_token: str = "",
-            surface: int = NEW) -> suggestion_service_pb2.SuggestContactsResponse:
-    stub = suggestion_service_pb2_grpc.SuggestionServiceStub(channel)
-    request = suggestion_service_pb2.SuggestContactsRequest(
-        user_id=user_id, page_size=page_size, page_token=page_token, surface=surface)
-    response: suggestion_service_pb2.SuggestContactsResponse = stub.SuggestContacts(request, timeout=10)
-    return response
-
-
-def ids(response: suggestion_service_pb2.SuggestContactsResponse) -> list[int]:
-    return [s.user_id for s in response.suggestions]
-
-
-def apply(channel: grpc.Channel, *events: ev_pb.GraphEvent) -> graph_service_pb2.ApplyEventsResponse:
-    stub = graph_service_pb2_grpc.GraphServiceStub(channel)
-    response: graph_service_pb2.ApplyEventsResponse = stub.ApplyEvents(
-        graph_service_pb2.ApplyEventsRequest(events=list(events)), timeout=10)
-    return response
-
-
-def serve_time_stamp() -> timestamp_pb2.Timestamp:
-    """event_time of the helpers' events: the test servers' clock at start
-    (what a missing time used to mean; event_time is required now)."""
-    return timestamp_pb2.Timestamp(seconds=int(SERVE_TIME))
-
-
-def edge(kind: str, actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
-                            **{kind: ev_pb.Edge(actor_id=actor, target_id=target)})
-
-
-def message(actor: int, target: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(), interaction=ev_pb.Interaction(
-        actor_id=actor, target_id=target, type=ev_pb.INTERACTION_TYPE_MESSAGE))
-
-
-def profile(event_id: str, **fields: object) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
-                            profile=profile_pb.UserProfile(**fields))  # type: ignore[arg-type]
-
-
-def erase(user_id: int, event_id: str) -> ev_pb.GraphEvent:
-    return ev_pb.GraphEvent(event_id=event_id, event_time=serve_time_stamp(),
-                            erase_user=ev_pb.EraseUser(user_id=user_id))
-
-
-def invalid_argument(err: grpc.RpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
-    """The message and the one ErrorInfo of an INVALID_ARGUMENT error."""
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status"
-    infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
-    assert len(infos) == 1, status
-    info = error_details_pb2.ErrorInfo()
-    infos[0].Unpack(info)
-    assert info.domain == "contactgraph.example.com"  # the service's name (AIP-193), not its API version
-    return str(err.details()), info
-
-
-def field_violations(err: grpc.RpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
-    """The FieldViolations of the error's one google.rpc.BadRequest."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    bad = error_details_pb2.BadRequest()
-    found = [d for d in status.details if d.Unpack(bad)]
-    assert len(found) == 1, status
-    return list(bad.field_violations)
-
-
-def expect_invalid(call: object, field: str) -> tuple[str, error_details_pb2.ErrorInfo]:
-    """Run ``call``; it must fail with INVALID_ARGUMENT naming ``field`` in
-    the message and in the ErrorInfo's ``field`` metadata."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
-    text, info = invalid_argument(caught.value)
-    assert field in text, text
-    assert info.metadata["field"] == field, info
-    violations = field_violations(caught.value)
-    assert [v.field for v in violations] == [field], violations
-    assert all(v.description for v in violations), violations
-    return text, info
-
-
-def expect_already_exists(call: object, field: str) -> None:
-    """Run ``call``; it must fail with ALREADY_EXISTS naming ``field`` in the
-    message and in its one ErrorInfo (reason EVENT_ID_REUSED)."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
-    err = caught.value
-    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
-    assert field in str(err.details()), err.details()
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status"
-    info = error_details_pb2.ErrorInfo()
-    assert len(status.details) == 1 and status.details[0].Unpack(info), status
-    assert (info.reason, info.domain, info.metadata["field"]) == ("EVENT_ID_REUSED", DOMAIN, field)
 
 
 def walk(channel: grpc.Channel, user_id: int, page_size: int,
@@ -736,24 +631,6 @@ class TestServing:
 # --- the command line ----------------------------------------------------------
 
 
-def _contactgraph() -> str:
-    exe = Path(sys.executable).with_name("contactgraph")
-    assert exe.exists(), f"{exe} is missing: run make install"
-    return str(exe)
-
-
-def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if ready:
-            return proc.stdout.readline()
-        if proc.poll() is not None:
-            break
-    raise AssertionError(f"no line from the server within {timeout}s (exit code {proc.poll()})")
-
-
 # Bytes no protobuf message decodes: a tag varint longer than ten bytes, and
 # a length-delimited field 1 that claims more bytes than follow.
 GARBAGE = (b"\xff" * 11, b"\x0a\x05ab")
@@ -818,23 +695,21 @@ class TestCommandLine:
         suggest` prints the suggestion table and `probe health` the health
         table, both exiting 0; SIGTERM stops the server with exit code 0
         within its grace period. A probe of a closed port exits 1."""
-        exe = _contactgraph()
+        assert CONTACTGRAPH.exists(), f"{CONTACTGRAPH} is missing: run make install"
+        exe = str(CONTACTGRAPH)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(tmp_path / "serve.err", "w") as err:
-            proc = subprocess.Popen([exe, "serve", "--snapshot", str(tiny_network.snapshot_dir), "--port", "0"],
-                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        server = ServerProcess(tiny_network.snapshot_dir, tmp_path / "serve.err", workers=None)
         try:
-            line = _read_line(proc, 60)
-            match = re.search(r"contactgraph serving snapshot (\S+) on 127\.0\.0\.1:(\d+)", line)
-            assert match, line
-            target = f"127.0.0.1:{match.group(2)}"
-            assert int(match.group(2)) > 0
+            server.start(timeout_s=60)
+            assert server.host == "127.0.0.1"
+            target = server.target
+            assert server.port > 0
 
             out = subprocess.run([exe, "probe", "suggest", "1", "--target", target], capture_output=True,
                                  text=True, timeout=60, env=env)
             assert out.returncode == 0, out.stderr
             assert re.search(r"^user\s+score\s+reasons\s+mutual friends\s*$", out.stdout, re.M), out.stdout
-            assert match.group(1) in out.stdout
+            assert server.snapshot_id in out.stdout
             shown = {int(m) for m in re.findall(r"^(\d+)\s", out.stdout, re.M)}
             assert shown and shown <= set(tiny_network.safe_for_viewer), out.stdout
 
@@ -844,14 +719,9 @@ class TestCommandLine:
             assert re.search(r"^service\s+status\s*$", out.stdout, re.M), out.stdout
             assert out.stdout.count("SERVING") == 1 + len(SERVICE_NAMES)
 
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=5.0 + 10) == 0
+            assert server.stop(timeout_s=5.0 + 10) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+            server.kill()
 
         out = subprocess.run([exe, "probe", "health", "--target", target, "--timeout", "2"], capture_output=True,
                              text=True, timeout=60, env=env)

@@ -14,32 +14,26 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
 from contactgraph.v1 import (
     safety_service_pb2,
     safety_service_pb2_grpc,
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
 from service.server.interceptors import Lane, LaneConfig
 from service.server.request_scope import RequestIdLogFilter
+from tests.support.grpc_errors import error_reason
 
 if TYPE_CHECKING:
-    from conftest import RunningServer, TinyNetwork
+    from tests.conftest import TinyNetwork
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 
 SUGGEST = suggestion_service_pb2.SuggestContactsRequest
-
-
-def _reason(err: grpc.RpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    status.details[0].Unpack(info)
-    return str(info.reason)
 
 
 def _retry_delay_s(err: grpc.RpcError) -> float:
@@ -104,7 +98,7 @@ class TestOverload:
             with pytest.raises(grpc.RpcError) as err:
                 stub.SuggestContacts(SUGGEST(user_id=1), timeout=5)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert _reason(err.value) == "SERVER_OVERLOADED"
+            assert error_reason(err.value) == "SERVER_OVERLOADED"
             # AIP-193: an overload answer says when a retry is worth trying.
             assert _retry_delay_s(err.value) == pytest.approx(limited[0].server.config.queue_timeout_s)
         assert time.perf_counter() - started < 1.0

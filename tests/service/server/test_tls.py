@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from contactgraph.v1 import (
     guardian_service_pb2,
     guardian_service_pb2_grpc,
@@ -23,20 +29,15 @@ from contactgraph.v1 import (
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from service.cli.probe import Endpoint, ProbeError, suggest
 from service.safety.guardian import issue_consent_token
 from service.server.config import ServerConfig
 from service.server.tls import Authorizer, ClientTls, TlsConfig, parse_role_assignments
-from tests.service.server.test_server_integration import serve_time_stamp
+from tests.support.grpc_errors import status_code
+from tests.support.rpc import serve_time_stamp
 
 if TYPE_CHECKING:
-    from conftest import RunningServer
+    from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 
@@ -145,14 +146,6 @@ def _calls(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
     }
 
 
-def _code(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as err:
-        return err.code()  # type: ignore[no-any-return]
-    return grpc.StatusCode.OK
-
-
 # --- server-side TLS --------------------------------------------------------------
 
 
@@ -164,8 +157,8 @@ class TestTls:
         running = server_factory(tls=TlsConfig(pki.server.cert, pki.server.key))
         with _channel(running.target, pki.ca.pem) as channel:
             calls = _calls(channel)
-            assert _code(calls["suggest"]) == grpc.StatusCode.OK
-            assert _code(calls["explain"]) == grpc.StatusCode.OK
+            assert status_code(calls["suggest"]) == grpc.StatusCode.OK
+            assert status_code(calls["explain"]) == grpc.StatusCode.OK
 
     def test_client_without_the_right_ca_is_refused(self, pki: Pki,
                                                     server_factory: Callable[..., RunningServer]) -> None:
@@ -173,9 +166,9 @@ class TestTls:
         so does a plaintext client."""
         running = server_factory(tls=TlsConfig(pki.server.cert, pki.server.key))
         with _channel(running.target, pki.other_ca.pem) as channel:
-            assert _code(_calls(channel)["suggest"]) == grpc.StatusCode.UNAVAILABLE
+            assert status_code(_calls(channel)["suggest"]) == grpc.StatusCode.UNAVAILABLE
         with grpc.insecure_channel(running.target) as channel:
-            assert _code(_calls(channel)["suggest"]) == grpc.StatusCode.UNAVAILABLE
+            assert status_code(_calls(channel)["suggest"]) == grpc.StatusCode.UNAVAILABLE
 
     def test_probe_speaks_tls_and_names_the_failure(self, pki: Pki,
                                                     server_factory: Callable[..., RunningServer]) -> None:
@@ -200,12 +193,12 @@ class TestMutualTls:
     def test_client_without_a_certificate_is_refused(self, pki: Pki, mtls: RunningServer) -> None:
         """Mutual TLS: no client certificate, no connection."""
         with _channel(mtls.target, pki.ca.pem) as channel:
-            assert _code(_calls(channel)["health"]) == grpc.StatusCode.UNAVAILABLE
+            assert status_code(_calls(channel)["health"]) == grpc.StatusCode.UNAVAILABLE
 
     def test_certificate_from_another_ca_is_refused(self, pki: Pki, mtls: RunningServer) -> None:
         """A client certificate with the right name but the wrong CA fails."""
         with _channel(mtls.target, pki.ca.pem, pki.stranger_from_other_ca) as channel:
-            assert _code(_calls(channel)["check"]) == grpc.StatusCode.UNAVAILABLE
+            assert status_code(_calls(channel)["check"]) == grpc.StatusCode.UNAVAILABLE
 
     @pytest.mark.parametrize("client, allowed", [
         ("messaging-backend", {"suggest", "check", "health"}),
@@ -219,7 +212,7 @@ class TestMutualTls:
         safety: explain; guardian portal: guardian calls; anyone with a
         valid certificate: health. Everything else is PERMISSION_DENIED."""
         with _channel(mtls.target, pki.ca.pem, pki.clients[client]) as channel:
-            codes = {name: _code(call) for name, call in _calls(channel).items()}
+            codes = {name: status_code(call) for name, call in _calls(channel).items()}
         assert {n for n, c in codes.items() if c == grpc.StatusCode.OK} == allowed
         assert all(c == grpc.StatusCode.PERMISSION_DENIED for n, c in codes.items() if n not in allowed)
 
@@ -230,10 +223,10 @@ class TestMutualTls:
         roles = parse_role_assignments(["messaging-backend=spiffe://example.org/messaging"])
         running = server_factory(tls=TlsConfig(pki.server.cert, pki.server.key, pki.ca.pem, roles))
         with _channel(running.target, pki.ca.pem, pki.clients["spiffe-backend"]) as channel:
-            assert _code(_calls(channel)["check"]) == grpc.StatusCode.OK
-            assert _code(_calls(channel)["explain"]) == grpc.StatusCode.PERMISSION_DENIED
+            assert status_code(_calls(channel)["check"]) == grpc.StatusCode.OK
+            assert status_code(_calls(channel)["explain"]) == grpc.StatusCode.PERMISSION_DENIED
         with _channel(running.target, pki.ca.pem, pki.clients["messaging-backend"]) as channel:
-            assert _code(_calls(channel)["check"]) == grpc.StatusCode.PERMISSION_DENIED
+            assert status_code(_calls(channel)["check"]) == grpc.StatusCode.PERMISSION_DENIED
 
 
     def test_only_trusted_roles_see_every_friend_in_common(self, pki: Pki, mtls: RunningServer) -> None:

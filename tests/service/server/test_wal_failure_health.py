@@ -15,12 +15,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from contactgraph.v1 import graph_events_pb2 as ev_pb
-from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from contactgraph.v1 import graph_events_pb2 as ev_pb
+from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from graph.clock import ManualClock
 from service.durability.wal import WriteAheadLog
 from service.server.config import WalConfig
@@ -32,8 +32,9 @@ from service.server.server import (
     create_server,
 )
 from service.server.state import open_serving
-from tests.conftest import SERVE_TIME, TinyNetwork, server_config
+from tests.conftest import SERVE_TIME, TinyNetwork
 from tests.service.server.test_server_integration import serve_time_stamp, suggest
+from tests.support.server import server_config
 
 Status = health_pb2.HealthCheckResponse
 

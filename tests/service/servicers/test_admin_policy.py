@@ -9,16 +9,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from contactgraph.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
-from tests.conftest import TEST_POLICY, RunningServer, TinyNetwork
+from tests.conftest import TinyNetwork
+from tests.support.grpc_errors import error_info
+from tests.support.server import TEST_POLICY, RunningServer
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +76,7 @@ def _denied(call: Callable[[], object]) -> str:
         call()
     err = caught.value
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    status.details[0].Unpack(info)
+    info = error_info(err)
     assert (info.reason, info.metadata["field"]) == ("PATH_NOT_ALLOWED", "path"), info
     return str(err.details())
 

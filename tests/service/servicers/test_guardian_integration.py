@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import pytest
+
 from contactgraph.v1 import (
     filter_reason_pb2,
     graph_service_pb2,
@@ -30,18 +31,17 @@ from contactgraph.v1 import (
 from contactgraph.v1 import graph_events_pb2 as ev_pb
 from contactgraph.v1 import guardian_service_pb2 as gpb
 from contactgraph.v1 import user_profile_pb2 as profile_pb
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
 from graph.clock import ManualClock
-from graph.config import GraphConfig
 from service.safety.guardian import issue_consent_token
 from service.server.config import ServerConfig
-from service.server.server import Server, build_safety, create_server, reload_policy
+from service.server.server import Server, reload_policy
 from service.server.state import ServingState
+from tests.conftest import SERVE_TIME
+from tests.support.grpc_errors import error_info, status_code
+from tests.support.server import policy_text, start_server
 
 if TYPE_CHECKING:
-    from conftest import TinyNetwork
+    from tests.conftest import TinyNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +51,6 @@ FR = filter_reason_pb2.FilterReason
 D = safety_service_pb2.Decision
 A = gpb.AuditAction
 MSG = gpb.GuardianMessaging
-SERVE_TIME = 1_700_000_000 + 3600.0 + 60.0  # conftest's SERVE_TIME
-
-POLICY = """\
-version = "{version}"
-[fatigue]
-max_impressions = 1000000
-[exposure]
-daily_cap_adult = 1000000
-daily_cap_minor = 200
-"""
 
 
 class Running(NamedTuple):
@@ -96,14 +86,11 @@ class Cluster:
         self.running: list[Running] = []
 
     def start(self, clock_at: float = SERVE_TIME) -> Running:
-        clock = ManualClock(clock_at)
-        config = ServerConfig(snapshot=self.snapshot, host="127.0.0.1", port=0, workers=8, grace_s=1.0,
-                              data_dir=self.data_dir, guardian_key=KEY, policy_path=self.policy)
-        state = ServingState.load(self.snapshot, GraphConfig(), clock, safety=build_safety(config, clock))
-        server, port = create_server(config, state)
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        started = start_server(self.snapshot, ManualClock(clock_at), workers=8, data_dir=self.data_dir,
+                               guardian_key=KEY, policy_path=self.policy)
+        channel = grpc.insecure_channel(started.target)
         grpc.channel_ready_future(channel).result(timeout=10)
-        running = Running(server, channel, clock, state, config)
+        running = Running(started.server, channel, started.clock, started.server.state, started.server.config)
         self.running.append(running)
         return running
 
@@ -117,7 +104,7 @@ class Cluster:
 @pytest.fixture
 def cluster(tiny_network: TinyNetwork, tmp_path: Path) -> Iterator[Cluster]:
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.format(version="v1"))
+    policy.write_text(policy_text("v1"))
     c = Cluster(tiny_network.snapshot_dir, tmp_path / "data", policy)
     yield c
     for running in list(c.running):
@@ -203,20 +190,11 @@ def explain(r: Running, viewer: int, candidate: int) -> suggestion_service_pb2.E
         viewer_id=viewer, candidate_id=candidate), timeout=10)
 
 
-def code_of(call: Any) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as err:
-        call()
-    return err.value.code()
-
-
 def error_of(call: Any) -> tuple[grpc.StatusCode, str, dict[str, str], str]:
     """(code, ErrorInfo reason, ErrorInfo metadata, message) of a failed call."""
     with pytest.raises(grpc.RpcError) as err:
         call()
-    status = rpc_status.from_call(err.value)
-    assert status is not None and len(status.details) == 1
-    info = error_details_pb2.ErrorInfo()
-    status.details[0].Unpack(info)
+    info = error_info(err.value)
     return err.value.code(), info.reason, dict(info.metadata), err.value.details() or ""
 
 
@@ -244,8 +222,7 @@ class TestLink:
                   "other-child": token(srv, "g", child=33),
                   "other-guardian": token(srv, "someone-else"), "expired": token(srv, "g", at=now - 8 * 86400),
                   "future": token(srv, "g", at=now + 86400)}
-        assert code_of(lambda: link(srv, "g", consent=tokens.get(consent, consent))) \
-            == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: link(srv, "g", consent=tokens.get(consent, consent))) == grpc.StatusCode.PERMISSION_DENIED
         t = transparency(srv)
         assert list(t.links) == []
         assert (A.AUDIT_ACTION_DENIED, "g") in records(srv)
@@ -254,7 +231,7 @@ class TestLink:
         """A token issued now still links in six days, not in eight."""
         consent = token(srv, "g")
         srv.clock.advance(8 * 86400)
-        assert code_of(lambda: link(srv, "g", consent=consent)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: link(srv, "g", consent=consent)) == grpc.StatusCode.PERMISSION_DENIED
         srv.clock.advance(-2 * 86400)
         assert link(srv, "g", consent=consent).child_user_id == CHILD
 
@@ -263,21 +240,21 @@ class TestLink:
         sees both links."""
         link(srv, "mum")
         link(srv, "dad")
-        assert code_of(lambda: link(srv, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(srv, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
         assert sorted(lnk.guardian_id for lnk in transparency(srv).links) == ["dad", "mum"]
-        assert code_of(lambda: link(srv, "mum")) == grpc.StatusCode.ALREADY_EXISTS
+        assert status_code(lambda: link(srv, "mum")) == grpc.StatusCode.ALREADY_EXISTS
 
     @pytest.mark.parametrize("child", [1, 4242], ids=["adult", "unknown"])
     def test_adult_or_unknown_child_refused(self, srv: Running, child: int) -> None:
         """Guardians link to minors only."""
-        assert code_of(lambda: link(srv, "g", child=child)) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(srv, "g", child=child)) == grpc.StatusCode.FAILED_PRECONDITION
 
     def test_unlink_by_child_ends_oversight(self, srv: Running) -> None:
         """The child can unlink; the guardian then reads nothing."""
         link(srv, "g")
         srv.guardian.UnlinkGuardian(gpb.UnlinkGuardianRequest(guardian_id="g", child_user_id=CHILD,
                                                               requested_by_child=True), timeout=10)
-        assert code_of(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
         assert (A.AUDIT_ACTION_UNLINK, "g") in records(srv)
 
 
@@ -293,18 +270,18 @@ class TestChildBecomesAdult:
         overview(srv, "g")  # still a minor by the rules
         apply(srv, profile(CHILD, age_assurance=profile_pb.AGE_ASSURANCE_VERIFIED))
         srv.clock.advance(86400)
-        assert code_of(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
         got = records(srv)
         assert (A.AUDIT_ACTION_LINK_ENDED_ADULT, "g") in got and got[-1] == (A.AUDIT_ACTION_DENIED, "g")
         assert list(transparency(srv).links) == []
-        assert code_of(lambda: link(srv, "g2")) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(srv, "g2")) == grpc.StatusCode.FAILED_PRECONDITION
 
     def test_verified_adult_in_one_event(self, srv: Running) -> None:
         """A verified ADULT profile event ends the link at once."""
         link(srv, "g")
         apply(srv, profile(CHILD, age_band=profile_pb.AGE_BAND_ADULT, age_assurance=profile_pb.AGE_ASSURANCE_VERIFIED))
-        assert code_of(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
-        assert code_of(lambda: controls(srv, "g", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "g")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: controls(srv, "g", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
 
 
 # --- controls ------------------------------------------------------------------
@@ -321,16 +298,15 @@ class TestControls:
         the controls in force stay."""
         link(srv, "g")
         before = controls(srv, "g", **first)
-        assert code_of(lambda: controls(srv, "g", **then)) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: controls(srv, "g", **then)) == grpc.StatusCode.FAILED_PRECONDITION
         assert transparency(srv).controls == before
 
     def test_unlinked_guardian_denied_and_audited(self, srv: Running) -> None:
         """Controls and overviews from a guardian without a link are
         PERMISSION_DENIED and each denial is audited."""
         link(srv, "mum")
-        assert code_of(lambda: controls(srv, "stranger", suggestions_enabled=False)) \
-            == grpc.StatusCode.PERMISSION_DENIED
-        assert code_of(lambda: overview(srv, "stranger")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: controls(srv, "stranger", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(srv, "stranger")) == grpc.StatusCode.PERMISSION_DENIED
         assert [g for a, g in records(srv) if a == A.AUDIT_ACTION_DENIED] == ["stranger", "stranger"]
         assert transparency(srv).controls.suggestions_enabled
 
@@ -399,7 +375,7 @@ class TestOverviewAndTransparency:
 
     def test_transparency_of_unknown_child(self, srv: Running) -> None:
         """Transparency for an unknown user is NOT_FOUND."""
-        assert code_of(lambda: transparency(srv, 4242)) == grpc.StatusCode.NOT_FOUND
+        assert status_code(lambda: transparency(srv, 4242)) == grpc.StatusCode.NOT_FOUND
 
 
 class TestRestart:
@@ -412,7 +388,7 @@ class TestRestart:
         controls(first, "mum", add_removed_contact_ids=[SAFE_FOR_CHILD],
                  messaging=MSG.GUARDIAN_MESSAGING_FRIENDS_ONLY)
         overview(first, "mum")
-        assert code_of(lambda: overview(first, "nobody")) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: overview(first, "nobody")) == grpc.StatusCode.PERMISSION_DENIED
         before = transparency(first)
         cluster.stop(first)
         second = cluster.start()
@@ -423,7 +399,7 @@ class TestRestart:
         assert SAFE_FOR_CHILD not in suggested(second, CHILD)
         assert not check(second, CHILD, SAFE_FOR_CHILD).allowed
         link(second, "dad")
-        assert code_of(lambda: link(second, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
+        assert status_code(lambda: link(second, "aunt")) == grpc.StatusCode.FAILED_PRECONDITION
 
 
     def test_audit_kept_for_the_configured_time(self, cluster: Cluster) -> None:
@@ -740,7 +716,7 @@ class TestPolicyReloadUnderLoad:
             t.start()
         try:
             time.sleep(0.3)
-            cluster.policy.write_text(POLICY.format(version="v2"))
+            cluster.policy.write_text(policy_text("v2"))
             assert reload_policy(r.state.safety) == "v2"
             reloaded = time.monotonic()
             time.sleep(0.3)

@@ -23,10 +23,12 @@ from service.server.config import (
     parse_page_token_keys,
 )
 from service.servicers.page_token import PageTokens
-from tests.service.server.test_server_integration import apply, erase, expect_invalid, ids, suggest
+from tests.support.grpc_errors import expect_invalid
+from tests.support.rpc import apply, erase, ids, suggest
 
 if TYPE_CHECKING:
-    from conftest import RunningServer, TinyNetwork
+    from tests.conftest import TinyNetwork
+    from tests.support.server import RunningServer
 
 K1, K2, K3 = bytes(range(32)), bytes(range(32, 64)), b"\xff" * 32
 
