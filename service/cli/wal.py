@@ -15,7 +15,7 @@ def _compact(args: argparse.Namespace) -> int:
     from graph.wal_format import list_segments
 
     from service.safety.guardian import scrub_journal
-    from service.durability.wal import compact_log
+    from service.durability.wal_compact import compact_log
 
     snapshot = Path(args.snapshot)
     watermark = int(verify(snapshot)["watermark"])
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if args.wal_command == "compact":
             return _compact(args)
         if args.wal_command == "repair":
-            from service.durability.wal import repair_log
+            from service.durability.wal_repair import repair_log
 
             wal_dir = Path(args.wal_dir) if args.wal_dir else Path(args.data_dir) / "wal"
             print("\n".join(repair_log(wal_dir).lines()))

@@ -22,7 +22,7 @@ from graph.snapshot import MANIFEST, read_manifest
 from service.server.config import ServerConfig
 from service.durability.journal import Journal
 from service.server.state import ServingState
-from service.durability.wal import replay
+from service.durability.wal_replay import replay
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from service.server.config import ServerConfig
 from service.durability.journal import Journal
 from service.pipeline import Pipeline
 from service.safety.engine import SafetyEngine
-from service.durability.wal import Replayed, WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import Replayed, replay
 
 log = logging.getLogger(__name__)
 

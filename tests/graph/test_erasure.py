@@ -52,7 +52,9 @@ from service.safety.guardian import (
 )
 from service.server.server import Server, build_safety, create_server
 from service.server.state import ServingState, open_serving
-from service.durability.wal import WriteAheadLog, compact_log, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_compact import compact_log
+from service.durability.wal_replay import replay
 
 K = EventKind
 # Large enough that no row number, count or time can equal it by chance.

@@ -37,7 +37,8 @@ from graph.store import GraphStore
 from graph.table import EventTable
 from service.server.config import WalConfig
 from service.durability.journal import Journal
-from service.durability.wal import WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import replay
 
 K = EventKind
 T = 1_750_000_000.0

@@ -25,7 +25,8 @@ from graph.config import GraphConfig
 from graph.snapshot import read_snapshot
 from graph.wal_format import list_segments
 from service.server.config import WalConfig
-from service.durability.wal import WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import replay
 from tests.support.durability import EVENT_TIME, ServerProcess, build_snapshot, follow, message, request
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,7 @@ from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.snapshot import read_snapshot, write_snapshot
 from graph.wal_format import list_segments
-from service.durability.wal import replay
+from service.durability.wal_replay import replay
 from tests.support.durability import CONTACTGRAPH, REPO, ServerProcess, build_snapshot, follow, message, request
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,9 @@ from graph.errors import WalCorruptError, WalError
 from graph.store import GraphStore
 from graph.wal_format import FRAME_SIZE, HEADER_SIZE, WalReader, list_segments, read_wal_table
 from service.server.config import WalConfig
-from service.durability.wal import WriteAheadLog, repair_log, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_repair import repair_log
+from service.durability.wal_replay import replay
 from tests.support.durability import EVENT_TIME, message
 
 NOW = float(EVENT_TIME + 60)

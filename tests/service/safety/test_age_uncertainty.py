@@ -45,7 +45,8 @@ from service.durability.journal import Journal
 from service.pipeline.explain import explain
 from service.safety.engine import age_reading_one, age_readings
 from service.safety.reasons import FilterReason
-from service.durability.wal import WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import replay
 
 A, M, B = 1, 2, 3
 ALLOW, REQUEST, DENY = "ALLOW", "ALLOW_AS_REQUEST", "DENY"
