@@ -28,7 +28,8 @@ from graph.clock import Clock
 
 from service.server.config import ServerConfig, policy_root, snapshot_roots
 from service.durability.hot_swap import SnapshotSwapper
-from service.server.interceptors import Lanes, ServingInterceptor
+from service.server.interceptors import ServingInterceptor
+from service.server.lanes import Lanes
 from service.durability.journal import Journal
 from service.server.metrics import MetricsEndpoint, ServerMetrics, StateCollector
 from service.safety.engine import SafetyEngine
@@ -83,7 +84,7 @@ class Server:
         self.swapper = SnapshotSwapper(config, self.journal, lambda: self.state, self._publish)
         self._compacting = False
         # Overload, deadlines, mTLS permissions, request ids and metrics:
-        # service/server/interceptors.py. The pool holds every call the lanes admit.
+        # service/server/interceptors.py and lanes.py. The pool holds every call the lanes admit.
         self.metrics = ServerMetrics()
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.lanes = Lanes(config)
