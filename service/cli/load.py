@@ -27,8 +27,8 @@ from typing import Any
 
 import grpc
 import numpy as np
-from contactgraph.v1 import safety_service_pb2, suggestion_service_pb2, surface_pb2
 
+from contactgraph.v1 import safety_service_pb2, suggestion_service_pb2, surface_pb2
 from service.server.tls import ClientTls
 
 METHODS = {

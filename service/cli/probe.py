@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
 from service.server.server import SERVICE_NAMES
 from service.server.tls import ClientTls
 

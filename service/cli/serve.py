@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import logging
 import os
 import sys
@@ -124,7 +123,7 @@ def _serving_options(args: argparse.Namespace) -> _ServingOptions:
 
 
 def _add_serving_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("overload (RESOURCE_EXHAUSTED past these; see service/server/interceptors.py)")
+    g = p.add_argument_group("overload (RESOURCE_EXHAUSTED past these; see service/server/lanes.py)")
     g.add_argument("--queue", type=int, default=64, help="ordinary calls that may wait for a worker")
     g.add_argument("--send-workers", type=int, default=2,
                    help="workers reserved for SafetyService checks (the send path)")

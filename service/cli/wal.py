@@ -13,7 +13,7 @@ def _compact(args: argparse.Namespace) -> int:
     records, older snapshot directories that still hold their ids."""
     from graph.snapshot import load_ledger, remove_snapshot, snapshots_naming, verify
     from graph.wal_format import list_segments
-    from service.durability.wal import compact_log
+    from service.durability.wal_compact import compact_log
     from service.safety.guardian import scrub_journal
 
     snapshot = Path(args.snapshot)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if args.wal_command == "compact":
             return _compact(args)
         if args.wal_command == "repair":
-            from service.durability.wal import repair_log
+            from service.durability.wal_repair import repair_log
 
             wal_dir = Path(args.wal_dir) if args.wal_dir else Path(args.data_dir) / "wal"
             print("\n".join(repair_log(wal_dir).lines()))

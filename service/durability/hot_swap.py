@@ -18,11 +18,10 @@ from pathlib import Path
 
 from graph.errors import SnapshotError
 from graph.snapshot import MANIFEST, read_manifest
-
-from service.server.config import ServerConfig
 from service.durability.journal import Journal
+from service.durability.wal_replay import replay
+from service.server.config import ServerConfig
 from service.server.state import ServingState
-from service.durability.wal import replay
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from graph.events import event_to_proto
 from graph.model import Event, EventKind
 from graph.store import GraphStore
 from graph.wal_format import redact, redacted_event
-
 from service.durability.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.model import Surface
 from graph.snapshot import read_snapshot
-
 from service.pipeline import Pipeline
 from service.safety.engine import SafetyEngine
 from service.safety.exposure import ImpressionLedger

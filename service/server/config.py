@@ -73,7 +73,7 @@ class ServerConfig:
     # Seconds between looks at the snapshot directory for a newer snapshot
     # renamed into place (then it is swapped in); 0 never looks.
     watch_interval_s: float = 0.0
-    # Overload (service/server/interceptors.py): ordinary calls run ``workers`` at
+    # Overload (service/server/lanes.py): ordinary calls run ``workers`` at
     # a time with up to ``queue`` more waiting; SafetyService checks have
     # their own reserved ``send_workers`` and ``send_queue``. Past a lane's
     # workers + queue, or after ``queue_timeout_s`` in its queue, a call gets

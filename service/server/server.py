@@ -9,6 +9,9 @@ import threading
 from concurrent import futures
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from contactgraph.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -21,9 +24,6 @@ from contactgraph.v1 import (
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from graph.clock import Clock
 from service.durability.hot_swap import SnapshotSwapper
 from service.durability.journal import Journal
@@ -32,7 +32,8 @@ from service.safety.exposure import ImpressionLedger
 from service.safety.guardian import GuardianRegistry
 from service.safety.policy import PolicyError, PolicyHolder, load_policy
 from service.server.config import ServerConfig, policy_root, snapshot_roots
-from service.server.interceptors import Lanes, ServingInterceptor
+from service.server.interceptors import ServingInterceptor
+from service.server.lanes import Lanes
 from service.server.metrics import MetricsEndpoint, ServerMetrics, StateCollector
 from service.server.state import ServingState
 from service.server.tls import Authorizer, add_port
@@ -82,7 +83,7 @@ class Server:
         self.swapper = SnapshotSwapper(config, self.journal, lambda: self.state, self._publish)
         self._compacting = False
         # Overload, deadlines, mTLS permissions, request ids and metrics:
-        # service/server/interceptors.py. The pool holds every call the lanes admit.
+        # service/server/interceptors.py and lanes.py. The pool holds every call the lanes admit.
         self.metrics = ServerMetrics(services=(*SERVICE_NAMES, health.SERVICE_NAME))
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.lanes = Lanes(config)

@@ -20,7 +20,8 @@ from graph.retrieval import fold_in_user
 from graph.snapshot import Snapshot, read_snapshot
 from graph.store import GraphStore
 from service.durability.journal import Journal
-from service.durability.wal import Replayed, WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import Replayed, replay
 from service.pipeline import Pipeline
 from service.safety.engine import SafetyEngine
 from service.server.config import ServerConfig

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import grpc
-from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc
 
+from contactgraph.v1 import admin_service_pb2, admin_service_pb2_grpc
 from graph.errors import SnapshotError, WalError, WalGapError
 from service.durability.hot_swap import Swapped
 from service.safety.policy import PolicyError, PolicyHolder

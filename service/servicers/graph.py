@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 
+from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from graph.errors import EventIdConflict, InvalidEvent, WalError
 from graph.events import event_from_proto
 from service.durability.journal import Journal, JournalFailed

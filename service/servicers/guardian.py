@@ -9,10 +9,10 @@ from typing import NoReturn, cast
 
 import grpc
 import numpy as np
-from contactgraph.v1 import guardian_service_pb2 as pb
-from contactgraph.v1 import guardian_service_pb2_grpc, suggestion_service_pb2
 from google.protobuf import timestamp_pb2
 
+from contactgraph.v1 import guardian_service_pb2 as pb
+from contactgraph.v1 import guardian_service_pb2_grpc, suggestion_service_pb2
 from graph.model import AgeBand
 from service.safety.engine import effective_bands
 from service.safety.guardian import Controls, GuardianError, Messaging

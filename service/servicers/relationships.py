@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
-from contactgraph.v1 import graph_service_pb2
 from google.protobuf import timestamp_pb2
 
+from contactgraph.v1 import graph_service_pb2
 from graph.model import decode_region
 from service.server.config import ServerConfig
 from service.server.state import ServingState

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import cast
 
 import grpc
-from contactgraph.v1 import filter_reason_pb2, safety_service_pb2, safety_service_pb2_grpc
 
+from contactgraph.v1 import filter_reason_pb2, safety_service_pb2, safety_service_pb2_grpc
 from service.safety.engine import Decision, MessagingDecision
 from service.safety.reasons import FilterReason
 from service.server.state import ServingState

@@ -10,8 +10,8 @@ from typing import cast
 
 import grpc
 import numpy as np
-from contactgraph.v1 import filter_reason_pb2, suggestion_service_pb2, suggestion_service_pb2_grpc
 
+from contactgraph.v1 import filter_reason_pb2, suggestion_service_pb2, suggestion_service_pb2_grpc
 from graph.model import Surface
 from service.pipeline.explain import explain
 from service.pipeline.reasons import FilterReason, SuggestionReason

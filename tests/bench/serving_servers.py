@@ -79,7 +79,8 @@ def run_echo(port: int, responses: Path, mode: str, workers: int, interceptor: b
             # The real server's interceptor (lanes with the serve defaults,
             # request scope, metrics) around the echo: its cost per call.
             from service.server.config import ServerConfig
-            from service.server.interceptors import Lanes, ServingInterceptor
+            from service.server.interceptors import ServingInterceptor
+            from service.server.lanes import Lanes
             from service.server.metrics import ServerMetrics
 
             lanes = Lanes(ServerConfig(snapshot=responses, workers=workers))

@@ -41,7 +41,9 @@ from graph.table import EventTable
 from graph.wal_format import Segment, WalReader, event_users, list_segments, read_wal_table
 from service.cli import main as cli
 from service.durability.journal import Journal
-from service.durability.wal import WriteAheadLog, compact_log, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_compact import compact_log
+from service.durability.wal_replay import replay
 from service.safety.guardian import (
     ERASED_GUARDIAN_PREFIX,
     GuardianRegistry,

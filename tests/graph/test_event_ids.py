@@ -36,7 +36,8 @@ from graph.snapshot import EVENT_DIGESTS, MANIFEST, read_snapshot, write_snapsho
 from graph.store import GraphStore
 from graph.table import EventTable
 from service.durability.journal import Journal
-from service.durability.wal import WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import replay
 from service.server.config import WalConfig
 
 K = EventKind

@@ -24,7 +24,8 @@ from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.snapshot import read_snapshot
 from graph.wal_format import list_segments
-from service.durability.wal import WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import replay
 from service.server.config import WalConfig
 from tests.support.durability import EVENT_TIME, build_snapshot, follow, message, request
 from tests.support.server import ServerProcess

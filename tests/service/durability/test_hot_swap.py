@@ -31,7 +31,7 @@ from graph.clock import ManualClock
 from graph.config import GraphConfig
 from graph.snapshot import read_snapshot, write_snapshot
 from graph.wal_format import list_segments
-from service.durability.wal import replay
+from service.durability.wal_replay import replay
 from tests.support.durability import build_snapshot, follow, message, request
 from tests.support.grpc_errors import error_reason
 from tests.support.server import CONTACTGRAPH, REPO, ServerProcess

@@ -37,7 +37,9 @@ from graph.wal_format import (
     read_wal_table,
 )
 from service.durability.journal import Journal
-from service.durability.wal import WriteAheadLog, compact, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_compact import compact
+from service.durability.wal_replay import replay
 from service.server.config import WalConfig
 from tests.support.durability import EVENT_TIME, build_snapshot, follow, log_paths, message
 

@@ -18,7 +18,9 @@ from graph.config import GraphConfig
 from graph.errors import WalCorruptError, WalError
 from graph.store import GraphStore
 from graph.wal_format import FRAME_SIZE, HEADER_SIZE, list_segments, read_wal_table
-from service.durability.wal import WriteAheadLog, repair_log, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_repair import repair_log
+from service.durability.wal_replay import replay
 from service.server.config import WalConfig
 from tests.support.durability import EVENT_TIME, message
 

@@ -40,7 +40,8 @@ from graph.snapshot import read_snapshot, write_snapshot
 from graph.store import GraphStore
 from graph.table import EventTable
 from service.durability.journal import Journal
-from service.durability.wal import WriteAheadLog, replay
+from service.durability.wal import WriteAheadLog
+from service.durability.wal_replay import replay
 from service.pipeline.explain import explain
 from service.safety.engine import age_reading_one, age_readings
 from service.safety.reasons import FilterReason

@@ -23,7 +23,7 @@ from contactgraph.v1 import (
     suggestion_service_pb2,
     suggestion_service_pb2_grpc,
 )
-from service.server.interceptors import Lane, LaneConfig
+from service.server.lanes import Lane, LaneConfig
 from service.server.request_scope import RequestIdLogFilter
 from tests.support.grpc_errors import error_reason
 
@@ -331,7 +331,8 @@ class TestLanePool:
         with the FULL verdict; queued ones keep FIFO order."""
         from concurrent import futures as cf
 
-        from service.server.interceptors import LanePool, _admission
+        from service.server.lanes import LanePool
+        from service.server.lanes import admission as _admission
 
         lane = Lane("t", LaneConfig(workers=1, queue=2, queue_timeout_s=5.0))
         refusals = cf.ThreadPoolExecutor(1)
@@ -363,7 +364,8 @@ class TestLanePool:
         runs them with the QUEUE_TIMEOUT verdict."""
         from concurrent import futures as cf
 
-        from service.server.interceptors import LanePool, _admission
+        from service.server.lanes import LanePool
+        from service.server.lanes import admission as _admission
 
         lane = Lane("t", LaneConfig(workers=1, queue=4, queue_timeout_s=0.05))
         refusals = cf.ThreadPoolExecutor(1)

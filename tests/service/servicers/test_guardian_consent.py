@@ -32,11 +32,11 @@ from service.safety.guardian import (
     TOKEN_TTL_S,
     GuardianError,
     GuardianRegistry,
-    _BadToken,
     issue_consent_token,
     issue_legacy_consent_token,
     verify_consent,
 )
+from service.safety.guardian import BadToken as _BadToken
 
 KEY = b"consent-test-guardian-key-0123456789"
 T0 = 1_700_000_000.0
