@@ -55,7 +55,7 @@ class _RejectFile:
         if self._tmp is None:
             # Open across add() calls until keep() or discard() closes it,
             # so no with-block.
-            self._tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            self._tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 (see above)
                 "w", encoding="utf-8", newline="", suffix=".rejects", delete=False)
             self._tmp.write(_REJECT_FILE_PREAMBLE)
         out = self._tmp

@@ -91,7 +91,7 @@ class SnapshotSwapper:
                 try:
                     self.load(Path(directory))
                     refused = None
-                except Exception as err:  # noqa: BLE001 - keep serving whatever went wrong
+                except Exception as err:
                     refused = snapshot_id
                     log.error("watch: snapshot %s in %s refused, keeping %s: %s", snapshot_id, directory,
                               self._current().snapshot_id, err)

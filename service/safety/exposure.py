@@ -31,7 +31,7 @@ def _pair(viewer: int, candidate: int) -> int:
     return viewer * _PAIR + candidate + _ID_OFFSET
 
 
-def _times(packed: bytes) -> "memoryview[float]":
+def _times(packed: bytes) -> memoryview[float]:
     """The float64 times of one pair, oldest first."""
     return memoryview(packed).cast("d")
 
@@ -74,7 +74,7 @@ class ImpressionLedger:
         with self._lock:
             shown, exposure = self._shown, self._exposure
             width = 8 * self._keep
-            for c, rs in zip(candidates, reasons):
+            for c, rs in zip(candidates, reasons, strict=True):
                 key = _pair(viewer, c)
                 times = shown.get(key, b"") + packed_now
                 shown[key] = times if len(times) <= width else times[-width:]

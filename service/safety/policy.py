@@ -50,7 +50,7 @@ class RegionRules:
     min_mutual_friends: int = 3
     daily_cap_minor: int = 50
 
-    def stricter(self, other: "RegionRules") -> "RegionRules":
+    def stricter(self, other: RegionRules) -> RegionRules:
         return RegionRules(
             min_dm_band=max(self.min_dm_band, other.min_dm_band),
             min_suggestion_band=max(self.min_suggestion_band, other.min_suggestion_band),

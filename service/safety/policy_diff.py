@@ -38,7 +38,7 @@ def policy_diff(old_path: Path, new_path: Path, snapshot_dir: Path, sample: int,
     snapshot = read_snapshot(snapshot_dir, GraphConfig(), ManualClock(0.0))
     store = snapshot.store
     now = store.last_event_time
-    store.clock = ManualClock(now)  # type: ignore[assignment]
+    store.clock = ManualClock(now)
     search = VectorSearch(snapshot.vectors, snapshot.index)
     guardians = GuardianRegistry(secrets.token_bytes(32), store.clock)
 

@@ -52,6 +52,7 @@ Reading of the rule text (where it had to choose, it chose fail closed):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -720,10 +721,9 @@ def _apply_guardian(h: Harness, child: int, g: dict[str, Any]) -> None:
         return
     if not h.world.is_minor(child) or h.store.row(child) < 0:
         return  # guardians link to minors only
-    try:
+    # A loosening control is refused (and leaves the world as it was).
+    with contextlib.suppress(GuardianError):
         h.guardian(child, suggestions=g["suggestions"], messaging=g["messaging"], removed=tuple(g["removed"]))
-    except GuardianError:
-        pass  # a loosening control is refused (and leaves the world as it was)
 
 
 def build(plan: dict[str, Any], on_check: Callable[[Harness, int], None] | None = None) -> Harness:

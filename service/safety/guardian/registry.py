@@ -182,7 +182,8 @@ class GuardianRegistry:
                 assert self._journal is not None
                 rewrite_journal(path, kept)
                 self._journal.close()
-                self._journal = open(path, "a", encoding="utf-8")  # noqa: SIM115 - as in __init__
+                # Open for the registry's life, as at start.
+                self._journal = open(path, "a", encoding="utf-8")  # noqa: SIM115
             self._children = {}
             self._audit = []
             self._used = {}

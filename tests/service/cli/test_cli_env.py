@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from service.cli.main import _check_environment, _parsers, build_parser, env_name
-from tests.support.durability import REPO
+from tests.support.server import REPO
 
 
 def parse(argv: list[str], **environ: str) -> argparse.Namespace:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import TinyNetwork
 from tests.support import durability as durability_support
-from tests.support.durability import REPO, ServerProcess
+from tests.support.server import REPO, ServerProcess
 
 # Variables that would cap the pools on their own if they reached OpenBLAS
 # before it loads: the test takes them away so that only the server's own

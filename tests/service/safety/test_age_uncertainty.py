@@ -253,7 +253,7 @@ class TestHistorySurvivesRestart:
         assert _readings(store) == EXPECTED
         rows = store.rows_of(np.array([A, 4, 5, M], np.int64))
         protected, reach = age_readings(store, rows)
-        assert list(zip(protected.tolist(), reach.tolist())) == list(EXPECTED.values())
+        assert list(zip(protected.tolist(), reach.tolist(), strict=True)) == list(EXPECTED.values())
 
     def test_wal_replay(self, tmp_path: Path) -> None:
         """A restart replaying the WAL into an empty store has the same

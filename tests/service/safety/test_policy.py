@@ -173,7 +173,7 @@ class TestFloors:
     def test_region_override_checked_after_merging(self) -> None:
         """Every region's rules are checked after merging with the base, and
         the message names the region's key."""
-        with pytest.raises(PolicyError, match="regions.XX.min_mutual_friends"):
+        with pytest.raises(PolicyError, match=r"regions\.XX\.min_mutual_friends"):
             parse_policy({"version": "v", "regions": {"XX": {"min_mutual_friends": 0}}})
 
 
@@ -247,7 +247,7 @@ class TestReload:
     def test_server_refuses_to_start_on_a_bad_file(self, tmp_path: Path) -> None:
         """build_safety (server start-up) raises on a bad policy file."""
         path = write(tmp_path, 'version = "v"\n[age]\nmin_suggestion_band = "13_15"\n')
-        with pytest.raises(PolicyError, match="age.min_suggestion_band"):
+        with pytest.raises(PolicyError, match=r"age\.min_suggestion_band"):
             build_safety(ServerConfig(snapshot=tmp_path, policy_path=path), ManualClock(0))
 
 

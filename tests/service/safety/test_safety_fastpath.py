@@ -28,7 +28,7 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 def users_of(plan: dict[str, Any]) -> list[int]:
-    return list(range(1, plan["n"] + 1)) + [plan["n"] + 50]  # plus one unknown user
+    return [*range(1, plan["n"] + 1), plan["n"] + 50]  # plus one unknown user
 
 
 def scalar_matches_vector(h: Harness, sender: int, users: list[int]) -> None:
@@ -37,7 +37,7 @@ def scalar_matches_vector(h: Harness, sender: int, users: list[int]) -> None:
     one-recipient call agrees with the oracle."""
     engine, store = h.engine, h.store
     many = engine.check_messaging(store, sender, users, h.now)
-    for r, batch in zip(users, many):
+    for r, batch in zip(users, many, strict=True):
         one = engine.check_messaging(store, sender, [r], h.now)[0]
         note(f"sender {sender} recipient {r} at {h.now}: one={one} many={batch}")
         assert one == batch
@@ -87,7 +87,7 @@ def first_reasons_match(h: Harness, v: int, rng: np.random.Generator) -> None:
     rows = np.arange(store.n_rows + 2, dtype=np.int32)  # two rows past the end: missing profiles
     rng.shuffle(rows)
     whole = engine.filter_suggestions(store, row, rows, h.now)
-    for c, reason in zip(rows.tolist(), whole.first_reason):
+    for c, reason in zip(rows.tolist(), whole.first_reason, strict=True):
         every = engine.suggestion_reasons(store, row, c, h.now)
         assert reason == (every[0] if every else None), (v, c, every)
     facts = engine.viewer(store, row, h.now)
@@ -130,7 +130,7 @@ class TestSuspiciousBound:
         policy = h.holder.current
         rows = np.arange(h.store.n_rows, dtype=np.int32)
         batch = h.engine.suspicious(h.store, policy, rows, h.now)
-        for row, got in zip(rows.tolist(), batch.tolist()):
+        for row, got in zip(rows.tolist(), batch.tolist(), strict=True):
             want = h.world.suspicious(h.store.ids.ext_of(row))
             assert got == want == h.engine.suspicious_one(h.store, policy, row, h.now), row
 
@@ -156,7 +156,7 @@ class TestStoreQueries:
         rows = np.arange(-1, store.n_rows + 2, dtype=np.int32)
         degrees = store.blocks.in_degrees(rows)
         bound = store.accusation_bound(rows)
-        for row, degree, most in zip(rows.tolist(), degrees.tolist(), bound.tolist()):
+        for row, degree, most in zip(rows.tolist(), degrees.tolist(), bound.tolist(), strict=True):
             listed = store.blocks.in_(row) if 0 <= row < store.n_rows else np.zeros(0, np.int32)
             assert degree == listed.shape[0] == store.blocks.in_degree(row)
             accusers = set(listed.tolist()) | set(store.reports.actors_about(row).tolist())
@@ -270,6 +270,6 @@ class TestFilterAndTake:
             h.befriend(a, b)
         pipeline = Pipeline(h.store, h.search(), safety=h.engine, retrieval=RetrievalConfig(friends_of_friends_k=1))
         ranked = pipeline.suggest(1, Surface.NEW_CONTACTS, h.now)
-        got = dict(zip(ranked.user_ids.tolist(), ranked.mutual_counts.tolist()))
+        got = dict(zip(ranked.user_ids.tolist(), ranked.mutual_counts.tolist(), strict=True))
         assert got[4] == 2 and got[5] == 1
 

@@ -25,7 +25,7 @@ def violations(plan: dict[str, Any], surface: Surface) -> list[tuple[int, int]]:
     h = build(plan)
     pipeline = h.pipeline()
     bad = []
-    for v in list(range(1, plan["n"] + 1)) + [plan["n"] + 50]:
+    for v in [*range(1, plan["n"] + 1), plan["n"] + 50]:
         ranked = pipeline.suggest(v, surface, h.now)
         if not h.world.viewer_may_receive(v):
             assert ranked.user_ids.shape[0] == 0 and ranked.ineligible is not None, f"viewer {v}"
@@ -61,7 +61,7 @@ def agree(h: Harness, v: int) -> None:
     if not eligible:
         return
     verdict = h.engine.filter_suggestions(h.store, row, rows, h.now)
-    for c, keep, reason in zip(ids, verdict.keep.tolist(), verdict.first_reason):
+    for c, keep, reason in zip(ids, verdict.keep.tolist(), verdict.first_reason, strict=True):
         note(f"viewer {v} candidate {c} at {h.now}: engine keep={keep} reason={reason}")
         assert keep == h.world.may_suggest(v, c), (v, c, reason)
     for c in h.suggest(v).user_ids.tolist():

@@ -12,7 +12,7 @@ ACTIVE, strangers, unless a row says otherwise."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -80,7 +80,8 @@ class TestSelf:
 
 
 class TestBlocks:
-    @pytest.mark.parametrize("blocker,blocked", [(V, C), (C, V)], ids=["viewer_blocked_candidate", "candidate_blocked_viewer"])
+    @pytest.mark.parametrize("blocker,blocked", [(V, C), (C, V)],
+                             ids=["viewer_blocked_candidate", "candidate_blocked_viewer"])
     @pytest.mark.parametrize("friends", [False, True], ids=["strangers", "friends"])
     def test_block_either_way_hides(self, blocker: int, blocked: int, friends: bool) -> None:
         """A block in either direction removes the pair from each other's
@@ -136,7 +137,8 @@ class TestMutes:
 
 class TestReports:
     @pytest.mark.parametrize("elapsed", [0.0, 400 * DAY], ids=["just_reported", "400_days_later"])
-    @pytest.mark.parametrize("reporter,reported", [(V, C), (C, V)], ids=["viewer_reported", "candidate_reported_viewer"])
+    @pytest.mark.parametrize("reporter,reported", [(V, C), (C, V)],
+                             ids=["viewer_reported", "candidate_reported_viewer"])
     def test_report_hides_both_ways_for_good(self, reporter: int, reported: int, elapsed: float) -> None:
         """A report hides the reported user from the reporter for good, and
         the reporter from the reported user (no retaliation)
@@ -218,7 +220,7 @@ class TestMinorConnections:
     """A minor is suggested only with a minor-initiated follow or at least
     N mutual friends who are minors; never via adult friends (N = 2)."""
 
-    POLICY = {"min_mutual_friends": 2}
+    POLICY: ClassVar[dict[str, Any]] = {"min_mutual_friends": 2}
 
     @pytest.mark.parametrize("mutuals,expected", [
         ([], False),
@@ -572,7 +574,7 @@ S = 50  # the possibly suspicious account
 class TestSuspiciousAdults:
     """k = 3 distinct minors within 30 days."""
 
-    POLICY = {"suspicious_min_minors": 3, "suspicious_window_days": 30.0}
+    POLICY: ClassVar[dict[str, Any]] = {"suspicious_min_minors": 3, "suspicious_window_days": 30.0}
 
     def accused(self, accusations: list[tuple[str, str]], *, s_band: str = "ADULT",
                 elapsed: float = 0.0) -> Harness:

@@ -309,7 +309,7 @@ class TestProperties:
     def test_check_messaging_agrees_with_oracle(self, plan: dict[str, Any]) -> None:
         """Over random graphs, profiles, controls and event sequences, every
         ordered pair's decision equals the oracle's."""
-        users = list(range(1, plan["n"] + 1)) + [plan["n"] + 50]  # plus one unknown user
+        users = [*range(1, plan["n"] + 1), plan["n"] + 50]  # plus one unknown user
 
         def agree(h: Harness, sender: int) -> None:
             got = h.engine.check_messaging(h.store, sender, users, h.now)
@@ -340,6 +340,6 @@ class TestProperties:
             if not suggested:
                 continue
             targets = sorted(suggested)
-            for c, d in zip(targets, h.engine.check_messaging(h.store, v, targets, h.now)):
+            for c, d in zip(targets, h.engine.check_messaging(h.store, v, targets, h.now), strict=True):
                 assert d.allowed, f"{c} suggested to {v} but {d}"
                 assert h.world.may_message(v, c)

@@ -222,7 +222,8 @@ class TestLink:
                   "other-child": token(srv, "g", child=33),
                   "other-guardian": token(srv, "someone-else"), "expired": token(srv, "g", at=now - 8 * 86400),
                   "future": token(srv, "g", at=now + 86400)}
-        assert status_code(lambda: link(srv, "g", consent=tokens.get(consent, consent))) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: link(srv, "g", consent=tokens.get(consent, consent))) \
+            == grpc.StatusCode.PERMISSION_DENIED
         t = transparency(srv)
         assert list(t.links) == []
         assert (A.AUDIT_ACTION_DENIED, "g") in records(srv)
@@ -305,7 +306,8 @@ class TestControls:
         """Controls and overviews from a guardian without a link are
         PERMISSION_DENIED and each denial is audited."""
         link(srv, "mum")
-        assert status_code(lambda: controls(srv, "stranger", suggestions_enabled=False)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(lambda: controls(srv, "stranger", suggestions_enabled=False)) \
+            == grpc.StatusCode.PERMISSION_DENIED
         assert status_code(lambda: overview(srv, "stranger")) == grpc.StatusCode.PERMISSION_DENIED
         assert [g for a, g in records(srv) if a == A.AUDIT_ACTION_DENIED] == ["stranger", "stranger"]
         assert transparency(srv).controls.suggestions_enabled
