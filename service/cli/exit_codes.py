@@ -23,7 +23,7 @@ class ExitCode(IntEnum):
 _MEANING = {
     ExitCode.OK: "ok",
     ExitCode.FAILURE: "failure",
-    ExitCode.USAGE: "usage error (bad flags)",
+    ExitCode.USAGE: "usage error",
     ExitCode.BAD_INPUT: "bad input data",
     ExitCode.UNREACHABLE: "server unreachable",
     ExitCode.NOT_SERVING: "server or a service NOT_SERVING",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TinyNetwork
-from tests.support import durability as durability_support
+from tests.support import server as server_support
 from tests.support.server import REPO, ServerProcess
 
 # Variables that would cap the pools on their own if they reached OpenBLAS
@@ -28,7 +28,7 @@ class TestServeThreadLimits:
         command = tmp_path / "contactgraph"
         command.write_text(f'#!/bin/sh\ncd "{REPO}" && exec "{sys.executable}" -m service.cli "$@"\n')
         command.chmod(0o755)
-        monkeypatch.setattr(durability_support, "CONTACTGRAPH", command)
+        monkeypatch.setattr(server_support, "CONTACTGRAPH", command)
         for var in THREAD_VARS:
             monkeypatch.delenv(var, raising=False)
         log_path = tmp_path / "server.log"
