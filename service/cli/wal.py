@@ -88,6 +88,10 @@ def _repair(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from graph.wal_format import WalReader, list_segments
 
+    if not Path(args.wal_dir).is_dir():
+        # A typo, not an empty log.
+        print(f"contactgraph wal info: {args.wal_dir}: no such directory", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     segments = list_segments(Path(args.wal_dir))
     if not segments:
         if args.json:
@@ -136,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bad_log = {ExitCode.BAD_INPUT: "a WAL that cannot be read (damage other than a torn tail: see wal repair)"}
+    bad_log = {ExitCode.BAD_INPUT: "no such directory, or a WAL that cannot be read (damage other than a torn "
+                                   "tail: see wal repair)"}
     p = sub.add_parser("wal", help="inspect or compact a write-ahead log", epilog=epilog(
         {ExitCode.BAD_INPUT: "a WAL that cannot be read, or (compact) a --snapshot that does not verify"}))
     wal_sub = p.add_subparsers(dest="wal_command", required=True)

@@ -118,6 +118,12 @@ class TestBadInput:
         out = _cli("snapshot", "verify", str(tmp_path))
         assert out.returncode == ExitCode.BAD_INPUT and "not a snapshot directory" in out.stderr, out.stderr
 
+    def test_missing_wal_directory(self, tmp_path: Path) -> None:
+        """`wal info` of a directory that does not exist: exit 3 (it used to
+        report an empty log and exit 0)."""
+        out = _cli("wal", "info", str(tmp_path / "absent"))
+        assert out.returncode == ExitCode.BAD_INPUT and "no such directory" in out.stderr, out.stderr
+
     def test_missing_event_log(self, tmp_path: Path) -> None:
         """`rebuild` of an event log that does not exist: exit 3, not the
         code of a failed write."""
