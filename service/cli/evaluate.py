@@ -6,24 +6,36 @@ import argparse
 import sys
 from pathlib import Path
 
+from service.cli.exit_codes import ExitCode, epilog
+from service.cli.output import add_json_flag, print_json
+
 
 def run(args: argparse.Namespace) -> int:
     """Temporal evaluation on the data sets under --data (see service.cli.eval)."""
     from service.cli.eval import EvalConfig, run
     from service.cli.eval.data import DATASETS
+    from service.cli.eval.harness import cut_document
 
     config = EvalConfig(cuts=tuple(args.cuts), n_boot=args.bootstrap, seed=args.seed, max_users=args.max_users,
                         node2vec_venv=args.node2vec)
+
+    # Under --json the running report goes to stderr and stdout gets the
+    # summary of every cut as one document.
+    stream = sys.stderr if args.json else sys.stdout
     try:
-        run(Path(args.data), args.datasets or list(DATASETS), config, out=lambda line: print(line, flush=True))
+        results = run(Path(args.data), args.datasets or list(DATASETS), config,
+                      out=lambda line: print(line, file=stream, flush=True))
     except FileNotFoundError as err:
         print(f"contactgraph eval: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.BAD_INPUT
+    if args.json:
+        print_json({"cuts": [cut_document(r, config) for r in results]})
+    return ExitCode.OK
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("eval", help="evaluate suggestions against baselines on temporal data sets")
+    p = sub.add_parser("eval", help="evaluate suggestions against baselines on temporal data sets",
+                       epilog=epilog({ExitCode.BAD_INPUT: "a data set missing under --data"}))
     p.add_argument("--data", required=True, metavar="DIR", help="folder holding collegemsg/ and bitcoin-otc/")
     p.add_argument("--datasets", nargs="+", choices=["collegemsg", "bitcoin-otc"], help="default: all")
     p.add_argument("--cuts", nargs="+", type=float, default=[0.7, 0.8, 0.9], metavar="Q",
@@ -34,4 +46,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--node2vec", nargs="?", type=Path, const=Path(".venv-node2vec"), default=None, metavar="VENV",
                    help="also rank by node2vec (pecanpy in VENV, default .venv-node2vec; make node2vec-venv); "
                         "skipped with a note when it is not installed")
+    add_json_flag(p)
     p.set_defaults(func=run)

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from tabulate import tabulate
 
 from contactgraph.v1 import safety_service_pb2, suggestion_service_pb2, surface_pb2
 from service.server.tls import ClientTls
@@ -43,7 +44,17 @@ _Call = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
 
 
 class LoadError(Exception):
-    """Bad input to the load generator (exit code 1)."""
+    """A load that cannot run as asked: bad settings (exit code 2, USAGE);
+    the subclasses below say when it is the data or the server."""
+
+
+class LoadInputError(LoadError):
+    """The user ids to sample cannot be read, or are too few (exit code 3,
+    BAD_INPUT)."""
+
+
+class LoadUnreachable(LoadError):
+    """No server answers at the target (exit code 4, UNREACHABLE)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class LoadSpec:
         if self.qps is not None and not self.qps > 0:
             raise LoadError("qps must be positive")
         if self.users.shape[0] < 2:
-            raise LoadError("need at least two user ids to sample from")
+            raise LoadInputError("need at least two user ids to sample from")
 
 
 @dataclass
@@ -123,11 +134,12 @@ class LoadResult:
             rows.append(("send lag p99", f"{self.schedule_lag_p99_ms:.2f} ms"))
         if self.service_time_ms:
             rows.append(("service time p99", f"{self.service_time_ms['p99']:.2f} ms (from the actual send)"))
-        width = max(len(k) for k, _ in rows)
-        out = [f"{k.ljust(width)}  {v}" for k, v in rows]
-        out.append("errors" + (":" if self.errors else ": none"))
-        out += [f"  {code.ljust(width - 2)}  {n:,}" for code, n in sorted(self.errors.items())]
-        return "\n".join(out)
+        if self.errors:
+            rows += [(f"errors {code}", f"{n:,}") for code, n in sorted(self.errors.items())]
+        else:
+            rows.append(("errors", "none"))
+        # Values are formatted above: tabulate only lays them out.
+        return tabulate(rows, tablefmt="plain", disable_numparse=True)
 
 
 def read_user_ids(snapshot: str | Path | None = None, users_file: str | Path | None = None) -> np.ndarray:
@@ -143,7 +155,7 @@ def read_user_ids(snapshot: str | Path | None = None, users_file: str | Path | N
             read_manifest(Path(snapshot))
             return np.asarray(np.load(Path(snapshot) / "ids.ext.npy", mmap_mode="r"), np.int64)
         except (SnapshotError, OSError, ValueError) as err:
-            raise LoadError(f"cannot read user ids from snapshot {snapshot}: {err}") from None
+            raise LoadInputError(f"cannot read user ids from snapshot {snapshot}: {err}") from None
     path = Path(str(users_file))
     try:
         if path.suffix == ".npy":
@@ -151,7 +163,7 @@ def read_user_ids(snapshot: str | Path | None = None, users_file: str | Path | N
         ids = [int(line.split("#", 1)[0]) for line in path.read_text().splitlines()
                if line.split("#", 1)[0].strip()]
     except (OSError, ValueError) as err:
-        raise LoadError(f"cannot read user ids from {path}: {err}") from None
+        raise LoadInputError(f"cannot read user ids from {path}: {err}") from None
     return np.asarray(ids, np.int64)
 
 
@@ -240,7 +252,7 @@ async def _run(spec: LoadSpec, progress: _Progress | None) -> LoadResult:
         if not await _connect(channel, 10.0):
             for c in channels:
                 await c.close()
-            raise LoadError(f"cannot reach {spec.target}: is the server running?")
+            raise LoadUnreachable(f"cannot reach {spec.target}: is the server running?")
     calls: list[_Call] = [channel.unary_unary(spec.path or METHODS[spec.method]) for channel in channels]
     latencies: list[float] = []  # from the scheduled send when paced
     service: list[float] = []  # from the actual send

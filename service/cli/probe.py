@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tabulate import tabulate
 
 from contactgraph.v1 import suggestion_service_pb2, suggestion_service_pb2_grpc
 from service.server.server import SERVICE_NAMES
@@ -17,7 +18,11 @@ from service.server.tls import ClientTls
 
 
 class ProbeError(Exception):
-    """Something the person should read; exit code 1."""
+    """Something the person should read; exit code 1 (FAILURE)."""
+
+
+class Unreachable(ProbeError):
+    """No server answers at the target (gRPC UNAVAILABLE); exit code 4."""
 
 
 @dataclass(frozen=True)
@@ -63,17 +68,10 @@ def _rpc_error(err: grpc.RpcError, target: Target) -> ProbeError:
         hint = "is the server running?"
         if isinstance(target, Endpoint) and target.tls is not None:
             hint = "is the server running, and do --tls-ca and the client certificate match its TLS setup?"
-        return ProbeError(f"cannot reach {target}: {hint} ({err.details()})")
+        return Unreachable(f"cannot reach {target}: {hint} ({err.details()})")
     return ProbeError(f"{code.name if code else 'ERROR'}: {err.details() if hasattr(err, 'details') else err}")
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
 
 
 def suggest(target: Target, user_id: int, page_size: int, surface: str, page_token: str, as_json: bool,
@@ -85,7 +83,7 @@ def suggest(target: Target, user_id: int, page_size: int, surface: str, page_tok
     if as_json:
         return json_format.MessageToJson(response, preserving_proto_field_name=True)
     rows = [
-        [s.user_id, f"{s.score:.3f}",
+        [s.user_id, s.score,
          ", ".join(suggestion_service_pb2.SuggestionReason.Name(r).removeprefix("SUGGESTION_REASON_").lower()
                    for r in s.reasons),
          s.mutual_friend_count]
@@ -95,7 +93,9 @@ def suggest(target: Target, user_id: int, page_size: int, surface: str, page_tok
     if response.ineligible_reason:
         from contactgraph.v1 import filter_reason_pb2
         out.append("no suggestions: " + filter_reason_pb2.FilterReason.Name(response.ineligible_reason))
-    out.append(_table(["user", "score", "reasons", "mutual friends"], rows))
+    # Ids left-aligned as names are; the quantities right-aligned.
+    out.append(tabulate(rows, ["user", "score", "reasons", "mutual friends"], floatfmt=".3f",
+                        colalign=("left", "right", "left", "right")))
     if response.next_page_token:
         out.append(f"next page: --page-token {response.next_page_token}")
     return "\n".join(out)
@@ -117,7 +117,7 @@ def health(target: Target, as_json: bool, timeout: float) -> tuple[str, bool]:
     ok = all(s == "SERVING" for s in statuses.values())
     if as_json:
         return json.dumps({"target": str(target), "ok": ok, "services": statuses}, indent=2), ok
-    return _table(["service", "status"], [[k, v] for k, v in statuses.items()]), ok
+    return tabulate([[k, v] for k, v in statuses.items()], ["service", "status"]), ok
 
 
 def emit(text: str) -> None:
@@ -138,8 +138,9 @@ def _show(message: Any, as_json: bool) -> str:
     if as_json:
         return text
     flat = json.loads(text)
-    return _table(["field", "value"], [[k, json.dumps(v) if isinstance(v, (list, dict)) else v]
-                                       for k, v in flat.items()])
+    # Values as the JSON gave them: ids are strings there, not numbers to align.
+    return tabulate([[k, json.dumps(v) if isinstance(v, (list, dict)) else v] for k, v in flat.items()],
+                    ["field", "value"], disable_numparse=True)
 
 
 def explain(target: Target, viewer: int, candidate: int, surface: str, as_json: bool, timeout: float) -> str:

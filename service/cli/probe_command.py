@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from service.cli.exit_codes import ExitCode, epilog
 from service.server.config import DEFAULT_PORT
+
+_UNREACHABLE = {ExitCode.FAILURE: "the server answered with an error status",
+                ExitCode.UNREACHABLE: "nothing answers at --target, or TLS does not match"}
 
 
 def _endpoint(args: argparse.Namespace) -> object:
@@ -22,7 +26,7 @@ def _endpoint(args: argparse.Namespace) -> object:
 
 
 def _cmd_load(args: argparse.Namespace, endpoint: object) -> int:
-    from service.cli.load import LoadError, LoadSpec, read_user_ids, run_load
+    from service.cli.load import LoadError, LoadInputError, LoadSpec, LoadUnreachable, read_user_ids, run_load
     from service.cli.probe import Endpoint
 
     assert isinstance(endpoint, Endpoint)
@@ -38,9 +42,11 @@ def _cmd_load(args: argparse.Namespace, endpoint: object) -> int:
         result = run_load(spec, progress_to=sys.stderr if interactive and not args.quiet else None)
     except LoadError as err:
         print(f"contactgraph probe load: {err}", file=sys.stderr)
-        return 1
+        if isinstance(err, LoadUnreachable):
+            return ExitCode.UNREACHABLE
+        return ExitCode.BAD_INPUT if isinstance(err, LoadInputError) else ExitCode.USAGE
     print(result.to_json() if args.json else result.table())
-    return 0 if result.ok > 0 else 1
+    return ExitCode.OK if result.ok > 0 else ExitCode.FAILURE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,32 +59,33 @@ def run(args: argparse.Namespace) -> int:
         if args.probe == "suggest":
             probe.emit(probe.suggest(args.target, args.user_id, args.page_size, args.surface, args.page_token,
                                      args.json, args.timeout))
-            return 0
+            return ExitCode.OK
         if args.probe == "explain":
             probe.emit(probe.explain(args.target, args.viewer_id, args.candidate_id, args.surface, args.json,
                                      args.timeout))
-            return 0
+            return ExitCode.OK
         if args.probe == "check":
             probe.emit(probe.check(args.target, args.sender_id, args.recipient_id, args.json, args.timeout))
-            return 0
+            return ExitCode.OK
         if args.probe == "relationship":
             probe.emit(probe.relationship(args.target, args.actor_id, args.target_id, args.json, args.timeout))
-            return 0
+            return ExitCode.OK
         if args.probe == "guardian":
             probe.emit(probe.guardian(args.target, args.action, args.guardian_id, args.child_user_id,
                                       args.consent_token, args.suggestions, args.messaging, args.remove,
                                       args.json, args.timeout))
-            return 0
+            return ExitCode.OK
         text, ok = probe.health(args.target, args.json, args.timeout)
         probe.emit(text)
-        return 0 if ok else 1
+        return ExitCode.OK if ok else ExitCode.NOT_SERVING
     except probe.ProbeError as err:
         print(f"contactgraph probe {args.probe}: {err}", file=sys.stderr)
-        return 1
+        return ExitCode.UNREACHABLE if isinstance(err, probe.Unreachable) else ExitCode.FAILURE
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("probe", help="ask a running server")
+    p = sub.add_parser("probe", help="ask a running server", epilog=epilog(
+        {**_UNREACHABLE, ExitCode.NOT_SERVING: "health: the server or a service is not SERVING"}))
     probe_sub = p.add_subparsers(dest="probe", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--target", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
@@ -91,26 +98,35 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     common.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
     common.add_argument("--tls-key", metavar="PEM", help="client private key (mutual TLS)")
     common.add_argument("--tls-server-name", metavar="NAME", help="name to check the server's certificate against")
-    q = probe_sub.add_parser("suggest", parents=[common], help="suggestions for a user")
+    q = probe_sub.add_parser("suggest", parents=[common], help="suggestions for a user", epilog=epilog(_UNREACHABLE))
     q.add_argument("user_id", type=int)
     q.add_argument("--page-size", type=int, default=10)
     q.add_argument("--surface", choices=["new_contacts", "share_sheet"], default="new_contacts")
     q.add_argument("--page-token", default="")
-    probe_sub.add_parser("health", parents=[common], help="health of the server and each service")
-    q = probe_sub.add_parser("explain", parents=[common], help="why a candidate was or was not suggested")
+    probe_sub.add_parser("health", parents=[common], help="health of the server and each service", epilog=epilog(
+        {**_UNREACHABLE, ExitCode.NOT_SERVING: "the server or a service reports other than SERVING (the table or "
+                                               "JSON says which)"}))
+    q = probe_sub.add_parser("explain", parents=[common], help="why a candidate was or was not suggested",
+                             epilog=epilog(_UNREACHABLE))
     q.add_argument("viewer_id", type=int)
     q.add_argument("candidate_id", type=int)
     q.add_argument("--surface", choices=["new_contacts", "share_sheet"], default="new_contacts")
-    q = probe_sub.add_parser("check", parents=[common], help="may SENDER message RECIPIENT now?")
+    q = probe_sub.add_parser("check", parents=[common], help="may SENDER message RECIPIENT now?",
+                             epilog=epilog(_UNREACHABLE))
     q.add_argument("sender_id", type=int)
     q.add_argument("recipient_id", type=int)
-    q = probe_sub.add_parser("relationship", parents=[common], help="what the service holds about a pair")
+    q = probe_sub.add_parser("relationship", parents=[common], help="what the service holds about a pair",
+                             epilog=epilog(_UNREACHABLE))
     q.add_argument("actor_id", type=int)
     q.add_argument("target_id", type=int)
     q = probe_sub.add_parser("load", parents=[common], help="bounded load: QPS, latency percentiles, errors",
                              description="Send SuggestContacts or CheckMessaging calls for user ids sampled from "
                                          "a snapshot or a file, for --duration seconds or --requests calls, with "
-                                         "--concurrency in flight, optionally paced to --qps. --timeout is per call.")
+                                         "--concurrency in flight, optionally paced to --qps. --timeout is per call.",
+                             epilog=epilog({ExitCode.FAILURE: "no call succeeded",
+                                            ExitCode.USAGE: "also bounds that cannot hold (--concurrency 0, ...)",
+                                            ExitCode.BAD_INPUT: "user ids that cannot be read, or fewer than two",
+                                            ExitCode.UNREACHABLE: "nothing answers at --target"}))
     q.add_argument("--method", choices=["suggest", "check", "batch-check"], default="suggest")
     bound = q.add_argument_group("bounds (the first reached stops the load; default --duration 10)")
     bound.add_argument("--duration", type=float, metavar="SECONDS")
@@ -128,7 +144,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     q.add_argument("--seed", type=int, default=1, help="seeds the user sample")
     q.add_argument("--quiet", action="store_true", help="no live progress")
     q.set_defaults(timeout=1.0)
-    q = probe_sub.add_parser("guardian", parents=[common], help="guardian oversight calls")
+    q = probe_sub.add_parser("guardian", parents=[common], help="guardian oversight calls",
+                             epilog=epilog(_UNREACHABLE))
     q.add_argument("action", choices=["link", "unlink", "controls", "overview", "transparency"])
     q.add_argument("child_user_id", type=int)
     q.add_argument("--guardian-id", default="")

@@ -8,32 +8,52 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
+
+from tabulate import tabulate
+
+from service.cli.exit_codes import ExitCode, epilog
+from service.cli.output import add_json_flag, print_json
 
 if TYPE_CHECKING:
     from graph.eventlog import RejectedLine
+    from graph.rebuild import RebuildReport
 
 
-def print_report(report: object) -> None:
+def _report(report: object) -> RebuildReport:
     from graph.rebuild import RebuildReport
 
     assert isinstance(report, RebuildReport)
-    m = report.manifest
-    if report.inputs:
-        width = max(len("input"), *(len(i.path) for i in report.inputs))
-        print(f"{'input':<{width}}  {'read':>12}  {'rejected':>9}  {'kept':>12}  {'seconds':>8}")
-        for i in report.inputs:
-            print(f"{i.path:<{width}}  {i.read:>12,}  {i.rejected:>9,}  {i.kept:>12,}  {i.seconds:>8.2f}")
-        if len(report.inputs) > 1:
-            read = sum(i.read for i in report.inputs)
-            print(f"{'all inputs':<{width}}  {read:>12,}  {report.rejected:>9,}  {read - report.rejected:>12,}  "
-                  f"{sum(i.seconds for i in report.inputs):>8.2f}")
-    print(f"snapshot {m['snapshot_id']}: {report.events:,} events, " +
-          ", ".join(f"{k} {v}" for k, v in m["counts"].items()))
+    return report
+
+
+def _phases(report: RebuildReport) -> list[tuple[str, float]]:
     order = {phase: i for i, phase in enumerate(_PHASES)}
-    print(f"{'phase':<8}  {'seconds':>8}")
-    for phase, seconds in sorted(report.timings.items(), key=lambda item: order.get(item[0], len(order) - 1)):
-        print(f"{phase:<8}  {seconds:>8.2f}")
+    return sorted(report.timings.items(), key=lambda item: order.get(item[0], len(order) - 1))
+
+
+def report_document(report: object) -> dict[str, Any]:
+    """The rebuild's report as the JSON document --json prints."""
+    r = _report(report)
+    return {"snapshot_id": r.manifest["snapshot_id"], "events": r.events, "counts": dict(r.manifest["counts"]),
+            "inputs": [{"path": i.path, "read": i.read, "rejected": i.rejected, "kept": i.kept,
+                        "seconds": round(i.seconds, 3)} for i in r.inputs],
+            "rejected": r.rejected, "seconds": {phase: round(s, 3) for phase, s in _phases(r)}}
+
+
+def print_report(report: object) -> None:
+    r = _report(report)
+    m = r.manifest
+    if r.inputs:
+        rows: list[list[object]] = [[i.path, i.read, i.rejected, i.kept, i.seconds] for i in r.inputs]
+        if len(r.inputs) > 1:
+            read = sum(i.read for i in r.inputs)
+            rows.append(["all inputs", read, r.rejected, read - r.rejected, sum(i.seconds for i in r.inputs)])
+        print(tabulate(rows, ["input", "read", "rejected", "kept", "seconds"], intfmt=",", floatfmt=".2f",
+                       disable_numparse=[0]))
+    print(f"snapshot {m['snapshot_id']}: {r.events:,} events, " +
+          ", ".join(f"{k} {v}" for k, v in m["counts"].items()))
+    print(tabulate(_phases(r), ["phase", "seconds"], floatfmt=".2f"))
 
 
 # The rebuild's phases in the order they run; "total" last.
@@ -109,13 +129,13 @@ def _print_phase(phase: str, seconds: float) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from graph.errors import EventLogError, GraphError, TooManyBadLines
+    from graph.errors import EventLogError, GraphError, TooManyBadLines, WalError
     from graph.eventlog import BadLines
     from graph.rebuild import rebuild
 
     if args.max_errors < 0:
         print("contactgraph rebuild: --max-errors must be 0 or more", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     out = Path(args.out)
     rejects = _RejectFile(Path(args.reject_file) if args.reject_file else out.with_name(out.name + ".rejects"))
 
@@ -131,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             ledger = load_ledger(Path(args.ledger))
         except GraphError as err:
             print(f"contactgraph rebuild: --ledger: {err}", file=sys.stderr)
-            return 2
+            return ExitCode.BAD_INPUT
     try:
         report = rebuild([Path(p) for p in args.events], out, bad_lines=BadLines(args.max_errors, on_reject),
                          progress=True, ledger=ledger, on_phase=_print_phase)
@@ -140,15 +160,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"contactgraph rebuild: {err}", file=sys.stderr)
         print(f"contactgraph rebuild: more than --max-errors {args.max_errors} bad lines; nothing written",
               file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except EventLogError as err:
         rejects.discard()
         print(f"contactgraph rebuild: {err}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except (GraphError, OSError) as err:
         rejects.discard()
         print(f"contactgraph rebuild: {err}", file=sys.stderr)
-        return 1
+        missing_input = isinstance(err, FileNotFoundError) and str(err.filename) in args.events
+        return ExitCode.BAD_INPUT if isinstance(err, WalError) or missing_input else ExitCode.FAILURE
     except BaseException:
         rejects.discard()
         raise
@@ -156,15 +177,20 @@ def run(args: argparse.Namespace) -> int:
         rejects.keep()
     except OSError as err:
         print(f"contactgraph rebuild: snapshot written, but the reject file could not be: {err}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
+    if args.json:
+        print_json({**report_document(report), "reject_file": str(rejects.path) if rejects.count else None})
+        return ExitCode.OK
     print_report(report)
     if rejects.count:
         print(f"{rejects.count} bad line(s) skipped, written to {rejects.path}")
-    return 0
+    return ExitCode.OK
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("rebuild", help="turn event logs into a snapshot directory")
+    p = sub.add_parser("rebuild", help="turn event logs into a snapshot directory", epilog=epilog({
+        ExitCode.BAD_INPUT: "more bad lines than --max-errors, a bad header, an unreadable event log or WAL, "
+                            "a bad --ledger; nothing written"}))
     p.add_argument("--events", nargs="+", required=True, metavar="PATH",
                    help="JSONL, CSV (.gz ok) or Parquet event logs and WAL segments (.wal files or a WAL "
                         "directory), applied in the order given; an event id seen before is skipped")
@@ -172,7 +198,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-errors", type=int, default=0, metavar="N",
                    help="skip up to N bad lines (all inputs together), each reported on stderr as "
                         "FILE:LINE: reason (Parquet: FILE:row N: reason) and written to the reject file; "
-                        "one more stops the rebuild with exit code 2 and nothing written (no snapshot, no "
+                        "one more stops the rebuild with exit code 3 and nothing written (no snapshot, no "
                         "reject file). Default 0: the first bad line stops it. A bad header or an unreadable "
                         "file always stops it")
     p.add_argument("--ledger", metavar="PATH",
@@ -185,4 +211,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "input's header line, then each bad line as read after a '# FILE:LINE: reason' line "
                         "(Parquet rows as edge CSV lines). To re-feed a section, fix its lines, drop the "
                         "lines starting with '#' (grep -v '^#') and pass it, named .csv or .jsonl, with --events")
+    add_json_flag(p)
     p.set_defaults(func=run)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
+from service.cli.exit_codes import ExitCode, epilog
 from service.server.config import DEFAULT_PORT
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     install_log_filter()  # request ids in every log line written for a call
     if not args.snapshot and not args.data_dir:
         print("contactgraph serve: give --snapshot DIR or --data-dir DIR", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         snapshot = Path(args.snapshot) if args.snapshot else Path(args.data_dir) / "snapshot"
         data_dir = Path(args.data_dir) if args.data_dir else snapshot.resolve().parent
@@ -97,10 +98,17 @@ def run(args: argparse.Namespace) -> int:
             {"library": p.get("prefix"), "api": p.get("internal_api"), "num_threads": p.get("num_threads")}
             for p in pools]}})
         serve(config, state, journal)
+    except _FlagClash as err:
+        print(f"contactgraph serve: {err}", file=sys.stderr)
+        return ExitCode.USAGE
     except (SnapshotError, WalError, PortInUse, PolicyError, OSError, ValueError) as err:
         print(f"contactgraph serve: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.FAILURE
+    return ExitCode.OK
+
+
+class _FlagClash(ValueError):
+    """Flags that do not go together: a usage error (exit code 2)."""
 
 
 def _serving_options(args: argparse.Namespace) -> _ServingOptions:
@@ -110,12 +118,12 @@ def _serving_options(args: argparse.Namespace) -> _ServingOptions:
     tls = None
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         if not (args.tls_cert and args.tls_key):
-            raise ValueError("TLS needs both --tls-cert and --tls-key")
+            raise _FlagClash("TLS needs both --tls-cert and --tls-key")
         tls = TlsConfig(Path(args.tls_cert), Path(args.tls_key),
                         Path(args.tls_client_ca) if args.tls_client_ca else None,
                         parse_role_assignments(args.client_role))
     elif args.client_role:
-        raise ValueError("--client-role needs mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
+        raise _FlagClash("--client-role needs mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
     return {"queue": args.queue, "send_workers": args.send_workers, "send_queue": args.send_queue,
             "event_workers": args.event_workers,
             "queue_timeout_s": args.queue_timeout, "max_request_bytes": args.max_request_bytes,
@@ -149,7 +157,11 @@ def _add_serving_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="serve a snapshot over gRPC")
+    p = sub.add_parser("serve", help="serve a snapshot over gRPC", epilog=epilog({
+        ExitCode.OK: "stopped by SIGTERM or SIGINT",
+        ExitCode.FAILURE: "could not start or stopped on an error: a snapshot, WAL or policy it refuses, the port "
+                          "in use; the message says which",
+        ExitCode.USAGE: "also TLS flags that do not go together"}))
     p.add_argument("--snapshot", help="snapshot directory (from rebuild or demo); default: DATA_DIR/snapshot")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")

@@ -7,8 +7,10 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tabulate import tabulate
 
 from graph.ann import VectorSearch
 from graph.clock import ManualClock
@@ -70,12 +72,19 @@ def policy_diff(old_path: Path, new_path: Path, snapshot_dir: Path, sample: int,
 
 def format_diff(diff: PolicyDiff) -> str:
     lines = [f"policy {diff.old_version} -> {diff.new_version} on {diff.viewers} sampled viewers",
-             f"unchanged suggestions: {diff.unchanged}", "", "reason                               removed  added",
-             "-----------------------------------  -------  -----"]
-    for reason in sorted(set(diff.removed) | set(diff.added)):
-        lines.append(f"{reason:<35}  {diff.removed.get(reason, 0):>7}  {diff.added.get(reason, 0):>5}")
-    if not diff.removed and not diff.added:
+             f"unchanged suggestions: {diff.unchanged}", ""]
+    reasons = sorted(set(diff.removed) | set(diff.added))
+    lines.append(tabulate([[reason, diff.removed.get(reason, 0), diff.added.get(reason, 0)] for reason in reasons],
+                          ["reason", "removed", "added"]))
+    if not reasons:
         lines.append("(no suggestion changes)")
     for change, n in sorted(diff.ineligible_changes.items()):
         lines.append(f"viewer eligibility {change}: {n}")
     return "\n".join(lines)
+
+
+def diff_document(diff: PolicyDiff) -> dict[str, Any]:
+    """The diff as the JSON document `contactgraph policy diff --json` prints."""
+    return {"old_version": diff.old_version, "new_version": diff.new_version, "viewers": diff.viewers,
+            "unchanged": diff.unchanged, "removed": dict(diff.removed), "added": dict(diff.added),
+            "ineligible_changes": dict(diff.ineligible_changes)}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tabulate import tabulate
 
 from graph.ann import VectorSearch, build_index
 from graph.contacts import ContactGraph
@@ -227,6 +228,44 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def _methods(r: CutResult, config: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
+    """method -> metric -> {"mean"} and, for all but ours, the paired
+    bootstrap of (method - ours): {"delta", "low", "high"}."""
+    ours = r.metrics[OURS]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, values in r.metrics.items():
+        out[name] = {}
+        for j, metric in enumerate(METRICS):
+            cell = {"mean": float(values[:, j].mean()) if values.shape[0] else 0.0}
+            if name != OURS:
+                ci = paired_bootstrap(values[:, j], ours[:, j], config.n_boot, config.seed)
+                cell.update(delta=ci.mean, low=ci.low, high=ci.high)
+            out[name][metric] = cell
+    return out
+
+
+def _method_table(methods: dict[str, dict[str, dict[str, float]]]) -> str:
+    headers = ["method"]
+    for metric in METRICS:
+        headers += [metric, "Δ vs ours [95% CI]"]
+    rows = []
+    for name, cells in methods.items():
+        row = [name]
+        for metric in METRICS:
+            c = cells[metric]
+            row += [_fmt(c["mean"]), f"{c['delta']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" if "delta" in c else ""]
+        rows.append(row)
+    # Cells are formatted here; tabulate lays them out.
+    return tabulate(rows, headers, disable_numparse=True, colalign=("left", *("right",) * (len(headers) - 1)))
+
+
+def _cold(r: CutResult) -> dict[str, dict[str, float]]:
+    """Recall@20 and MRR over the cold-start users, per method."""
+    cold = r.cold
+    return {m: {metric: float(v[cold, column].mean()) if cold.any() else 0.0
+                for metric, column in (("recall@20", 1), ("mrr", 2))} for m, v in r.metrics.items()}
+
+
 def format_cut(r: CutResult, config: EvalConfig) -> str:
     lines = [
         f"== {r.dataset} @ {r.quantile:.0%} quantile (cut {time.strftime('%Y-%m-%d', time.gmtime(r.cut_time))}): "
@@ -237,30 +276,14 @@ def format_cut(r: CutResult, config: EvalConfig) -> str:
     if r.model_info:
         lines.append("   ranker: " + ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in r.model_info.items() if k != "inner_cuts"))
-    header = f"   {'method':<22}" + "".join(f"{m:>10} {'Δ vs ours [95% CI]':>28}" for m in METRICS)
-    lines.append(header)
-    ours = r.metrics[OURS]
-    for name, values in r.metrics.items():
-        cells = []
-        for j in range(len(METRICS)):
-            mean = float(values[:, j].mean()) if values.shape[0] else 0.0
-            if name == OURS:
-                cells.append(f"{_fmt(mean):>10} {'':>28}")
-            else:
-                ci = paired_bootstrap(values[:, j], ours[:, j], config.n_boot, config.seed)
-                cells.append(f"{_fmt(mean):>10} {f'{ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]':>28}")
-        lines.append(f"   {name:<22}" + "".join(cells))
+    lines += ["   " + line for line in _method_table(_methods(r, config)).splitlines()]
     lines.append(_target_line(r, config))
     lines.append("   Recall@20 on new contacts who replied: " + ", ".join(
         f"{m} {_fmt(float(v.mean()) if v.shape[0] else 0.0)}" for m, v in r.replied.items())
         + f" ({r.replied[OURS].shape[0]} users)")
-    cold = r.cold
-
-    def cold_mean(v: np.ndarray, column: int) -> str:
-        return _fmt(float(v[cold, column].mean()) if cold.any() else 0.0)
-
-    lines.append(f"   cold start (<= {COLD_MAX_CONTACTS} contacts, {int(cold.sum())} users) Recall@20 / MRR: "
-                 + ", ".join(f"{m} {cold_mean(v, 1)}/{cold_mean(v, 2)}" for m, v in r.metrics.items()))
+    cold = _cold(r)
+    lines.append(f"   cold start (<= {COLD_MAX_CONTACTS} contacts, {int(r.cold.sum())} users) Recall@20 / MRR: "
+                 + ", ".join(f"{m} {_fmt(c['recall@20'])}/{_fmt(c['mrr'])}" for m, c in cold.items()))
     if NODE2VEC in r.metrics and "embedding" in r.metrics:
         ours_emb, n2v = r.metrics["embedding"], r.metrics[NODE2VEC]
         ci = paired_bootstrap(ours_emb[:, 1], n2v[:, 1], config.n_boot, config.seed)
@@ -268,20 +291,32 @@ def format_cut(r: CutResult, config: EvalConfig) -> str:
                      f"{_fmt(float(n2v[:, 1].mean()))} (Δ {ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]), MRR "
                      f"{_fmt(float(ours_emb[:, 2].mean()))} / {_fmt(float(n2v[:, 2].mean()))}; training s "
                      f"{r.timings.get('build.embed', 0.0):.2f} / {r.timings.get('node2vec.train', 0.0):.1f}")
-    s_ours, s_recent = r.share[OURS], r.share[RECENT]
-    if s_ours.shape[0]:
-        ci = paired_bootstrap(s_recent, s_ours, config.n_boot, config.seed)
-        lines.append(f"   share sheet MRR ({s_ours.shape[0]} senders): {OURS} {_fmt(float(s_ours.mean()))}, "
-                     f"{RECENT} {_fmt(float(s_recent.mean()))} (Δ {ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}])")
+    share = _share_summary(r, config)
+    if share is not None:
+        lines.append(f"   share sheet MRR ({share['senders']} senders): {OURS} {_fmt(share[OURS])}, "
+                     f"{RECENT} {_fmt(share[RECENT])} (Δ {share['delta']:+.4f} [{share['low']:+.4f}, "
+                     f"{share['high']:+.4f}])")
     return "\n".join(lines)
 
 
-def _target_line(r: CutResult, config: EvalConfig) -> str:
+def _share_summary(r: CutResult, config: EvalConfig) -> dict[str, float] | None:
+    """Share sheet MRR, ours and most-recent-first, with the bootstrap of
+    (recent - ours); None when no sender had contacts."""
+    s_ours, s_recent = r.share[OURS], r.share[RECENT]
+    if not s_ours.shape[0]:
+        return None
+    ci = paired_bootstrap(s_recent, s_ours, config.n_boot, config.seed)
+    return {"senders": s_ours.shape[0], OURS: float(s_ours.mean()), RECENT: float(s_recent.mean()),
+            "delta": ci.mean, "low": ci.low, "high": ci.high}
+
+
+def _target(r: CutResult, config: EvalConfig) -> dict[str, object] | None:
     """Recall@20 >= 1.15x the best baseline with the bootstrap lower bound
-    of (ours - best) above 0, and MRR not below the best baseline's."""
+    of (ours - best) above 0, and MRR not below the best baseline's; None
+    without baselines or users."""
     base = [m for m in r.metrics if m not in (OURS, LINEAR)]
     if not base or r.users.shape[0] == 0:
-        return "   target: no baselines"
+        return None
     r20 = {m: float(r.metrics[m][:, 1].mean()) for m in base}
     best = max(base, key=lambda m: (r20[m], m))
     ours = r.metrics[OURS]
@@ -289,10 +324,34 @@ def _target_line(r: CutResult, config: EvalConfig) -> str:
     ci = paired_bootstrap(ours[:, 1], r.metrics[best][:, 1], config.n_boot, config.seed)
     mrr_best = max(float(r.metrics[m][:, 2].mean()) for m in base)
     mrr_ok = float(ours[:, 2].mean()) >= mrr_best
-    met = ratio >= 1.15 and ci.low > 0 and mrr_ok
-    return (f"   target: Recall@20 {ratio:.2f}x best baseline ({best}), (ours - best) CI "
-            f"[{ci.low:+.4f}, {ci.high:+.4f}], MRR {'>=' if mrr_ok else '<'} best baseline "
-            f"{mrr_best:.4f} -> {'MET' if met else 'NOT MET'}")
+    return {"best_baseline": best, "recall@20_ratio": ratio, "low": ci.low, "high": ci.high,
+            "best_baseline_mrr": mrr_best, "mrr_ok": mrr_ok, "met": ratio >= 1.15 and ci.low > 0 and mrr_ok}
+
+
+def _target_line(r: CutResult, config: EvalConfig) -> str:
+    t = _target(r, config)
+    if t is None:
+        return "   target: no baselines"
+    return (f"   target: Recall@20 {t['recall@20_ratio']:.2f}x best baseline ({t['best_baseline']}), (ours - best) "
+            f"CI [{t['low']:+.4f}, {t['high']:+.4f}], MRR {'>=' if t['mrr_ok'] else '<'} best baseline "
+            f"{t['best_baseline_mrr']:.4f} -> {'MET' if t['met'] else 'NOT MET'}")
+
+
+def cut_document(r: CutResult, config: EvalConfig) -> dict[str, object]:
+    """One cut's summary as `contactgraph eval --json` prints it: the
+    numbers of format_cut's report."""
+    target = _target(r, config)
+    if target is not None and target["recall@20_ratio"] == float("inf"):
+        target["recall@20_ratio"] = None  # JSON has no infinity
+    return {
+        "dataset": r.dataset, "quantile": r.quantile, "cut_time": r.cut_time, "users": int(r.users.shape[0]),
+        "new_contacts": r.truth_pairs, "dropped_new_contacts": r.dropped_pairs, "cold_users": int(r.cold.sum()),
+        "ranker": {k: v for k, v in r.model_info.items() if k != "inner_cuts"},
+        "methods": _methods(r, config), "target": target,
+        "replied_recall@20": {m: float(v.mean()) if v.shape[0] else 0.0 for m, v in r.replied.items()},
+        "replied_users": int(r.replied[OURS].shape[0]), "cold_start": _cold(r),
+        "share_sheet_mrr": _share_summary(r, config), "seconds": dict(r.timings),
+    }
 
 
 def run(data_dir: Path, datasets: list[str], config: EvalConfig,

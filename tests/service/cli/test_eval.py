@@ -3,6 +3,7 @@ of a toy timeline, the bootstrap, and one small end-to-end cut."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -14,7 +15,15 @@ from graph.model import EventKind, InteractionType
 from graph.ranking import RankerTrainingConfig
 from graph.rebuild import build
 from service.cli.eval.data import Dataset, edge_table
-from service.cli.eval.harness import NODE2VEC, OURS, EvalConfig, evaluate_cut, format_cut, new_contacts
+from service.cli.eval.harness import (
+    NODE2VEC,
+    OURS,
+    EvalConfig,
+    cut_document,
+    evaluate_cut,
+    format_cut,
+    new_contacts,
+)
 from service.cli.eval.metrics import ndcg_at, paired_bootstrap, recall_at, reciprocal_rank, user_metrics
 from tests.support.temporal import temporal_messages
 
@@ -109,6 +118,13 @@ class TestEndToEnd:
         assert result.metrics[OURS][:, 1].mean() > 0
         text = format_cut(result, config)
         assert "target:" in text and "share sheet MRR" in text and "ppr" in text
+        # `eval --json`: the same numbers as one JSON-serialisable document.
+        document = json.loads(json.dumps(cut_document(result, config)))
+        assert document["users"] == result.users.shape[0] and set(document["methods"]) == set(result.metrics)
+        ours = document["methods"][OURS]["recall@20"]
+        assert ours["mean"] == pytest.approx(float(result.metrics[OURS][:, 1].mean())) and "delta" not in ours
+        assert f"{ours['mean']:.4f}" in text
+        assert isinstance(document["target"]["met"], bool) and ("MET" in text)
 
 
 _FAKE_PECANPY = '''\

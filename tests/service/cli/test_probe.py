@@ -7,7 +7,7 @@ import json
 import pytest
 
 from service.cli.probe import Endpoint, health
-from tests.conftest import RunningServer
+from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
 

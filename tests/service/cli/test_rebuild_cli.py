@@ -14,6 +14,7 @@ import pytest
 
 from graph.eventlog import read_event_file, write_edge_csv, write_edge_parquet, write_profile_csv
 from graph.model import AccountState, AgeBand, MessagePrivacy, Profile
+from service.cli.exit_codes import ExitCode
 
 T0_MS = 1_714_564_800_000
 EDGE_HEADER = "time_ms,event,actor_id,target_id,event_id"
@@ -51,21 +52,22 @@ def logs(tmp_path: Path) -> list[Path]:
 
 class TestMaxErrors:
     def test_default_stops_at_the_first_bad_line(self, tmp_path: Path, logs: list[Path]) -> None:
-        """Without --max-errors the first bad line stops the rebuild: exit 2,
-        "file:line: reason" on stderr, no snapshot, no reject file."""
+        """Without --max-errors the first bad line stops the rebuild: exit 3
+        (bad input, not the usage code 2), "file:line: reason" on stderr, no
+        snapshot, no reject file."""
         out = tmp_path / "out" / "snap"
         result = _run("--events", *map(str, logs), "--out", str(out))
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == ExitCode.BAD_INPUT, result.stderr
         assert f"{logs[1]}:3: event: unknown event name 'poke'" in result.stderr
         assert not (tmp_path / "out").exists()
 
     def test_above_the_limit_nothing_is_written(self, tmp_path: Path, logs: list[Path]) -> None:
-        """One bad line more than --max-errors: exit 2, the skipped lines and
+        """One bad line more than --max-errors: exit 3, the skipped lines and
         the one over the limit on stderr, a clear message, and no snapshot,
         output directory or reject file."""
         out = tmp_path / "out" / "snap"
         result = _run("--events", *map(str, logs), "--out", str(out), "--max-errors", "2")
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == ExitCode.BAD_INPUT, result.stderr
         lines = result.stderr.splitlines()
         assert lines[0].startswith(f"{logs[1]}:3: event: unknown event name 'poke'")
         assert lines[1] == f"{logs[1]}:6: interaction.target_id equals actor_id"
@@ -100,7 +102,8 @@ class TestMaxErrors:
         assert f"# {logs[1]}:6: interaction.target_id equals actor_id\n{T0_MS + 3},message,4,4,e4\n" in rejects
         summary = result.stdout
         assert summary.splitlines()[0].split() == ["input", "read", "rejected", "kept", "seconds"]
-        assert [line.split()[:4] for line in summary.splitlines()[1:5]] == [
+        assert set(summary.splitlines()[1]) == {"-", " "}  # the rule under the header
+        assert [line.split()[:4] for line in summary.splitlines()[2:6]] == [
             [str(logs[0]), "6", "0", "6"], [str(logs[1]), "5", "2", "3"], [str(logs[2]), "3", "1", "2"],
             ["all", "inputs", "14", "3"]]
         for phase in ("read", "fold", "embed", "index", "contacts", "write", "total"):
@@ -181,9 +184,9 @@ class TestLedger:
         assert with_ledger.follows.contains(with_ledger.row(1), with_ledger.row(2))
 
     def test_an_unreadable_ledger_stops_before_reading(self, tmp_path: Path, logs: list[Path]) -> None:
-        """A ledger that cannot be read is a usage error naming the flag."""
+        """A ledger that cannot be read is bad input (exit 3) naming the flag."""
         (tmp_path / "bad.ledger").write_text("not a ledger")
         result = _run("--events", str(logs[0]), "--out", str(tmp_path / "snap"), "--ledger",
                       str(tmp_path / "bad.ledger"))
-        assert result.returncode == 2 and "--ledger" in result.stderr
+        assert result.returncode == ExitCode.BAD_INPUT and "--ledger" in result.stderr
         assert not (tmp_path / "snap").exists()

@@ -33,7 +33,7 @@ from service.server.server import SERVICE_NAMES, PortInUse, create_server
 from service.server.state import ServingState
 from tests.support.grpc_errors import expect_already_exists, expect_invalid, invalid_argument
 from tests.support.rpc import apply, edge, erase, ids, message, profile, serve_time_stamp, suggest
-from tests.support.server import CONTACTGRAPH, ServerProcess
+from tests.support.server import CONTACTGRAPH, REPO, ServerProcess
 
 if TYPE_CHECKING:
     from tests.conftest import TinyNetwork
@@ -694,10 +694,13 @@ class TestCommandLine:
         """`contactgraph serve --port 0` prints the port it chose; `probe
         suggest` prints the suggestion table and `probe health` the health
         table, both exiting 0; SIGTERM stops the server with exit code 0
-        within its grace period. A probe of a closed port exits 1."""
+        within its grace period. A probe of a closed port exits 4
+        (UNREACHABLE)."""
         assert CONTACTGRAPH.exists(), f"{CONTACTGRAPH} is missing: run make install"
         exe = str(CONTACTGRAPH)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The probes run this checkout's CLI (the console script imports
+        # whichever tree comes first on the path).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
         server = ServerProcess(tiny_network.snapshot_dir, tmp_path / "serve.err", workers=None)
         try:
             server.start(timeout_s=60)
@@ -725,5 +728,5 @@ class TestCommandLine:
 
         out = subprocess.run([exe, "probe", "health", "--target", target, "--timeout", "2"], capture_output=True,
                              text=True, timeout=60, env=env)
-        assert out.returncode == 1
+        assert out.returncode == 4
         assert "cannot reach" in out.stderr

@@ -493,13 +493,14 @@ class TestLoadTool:
             LoadSpec(target="127.0.0.1:1", users=users, concurrency=2, channels=3)
 
     def test_unreachable_target_is_a_clear_error(self, capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
-        """Nobody listening: exit code 1 and a message naming the target."""
+        """Nobody listening: exit code 4 (UNREACHABLE) and a message naming
+        the target."""
         from service.cli import main
 
         ids = tmp_path / "ids.txt"
         ids.write_text("1\n2\n")
         assert main(["probe", "load", "--target", "127.0.0.1:1", "--users-file", str(ids), "--requests", "1",
-                     "--quiet"]) == 1
+                     "--quiet"]) == 4
         assert "cannot reach 127.0.0.1:1" in capsys.readouterr().err
 
     def test_probe_request_id_reaches_the_server_logs(self, server: RunningServer,
