@@ -16,6 +16,7 @@ from graph.clock import ManualClock
 from graph.eventlog import write_edge_csv, write_profile_csv
 from graph.model import AccountState, AgeBand, MessagePrivacy, Profile
 from graph.rebuild import rebuild
+from service.cli.exit_codes import ExitCode
 from service.safety.policy import (
     CEILING_DAILY_CAP_MINOR,
     FLOOR_MIN_DM_BAND,
@@ -269,17 +270,17 @@ class TestPolicyCheckCli:
         ('version = "v"\n[windows]\ndismis_days = 1\n', "windows.dismis_days"),
         ("][", "not valid TOML"),
     ], ids=["below_floor", "regions_not_table", "typo", "not_toml"])
-    def test_bad_file_exits_1_naming_the_key(self, tmp_path: Path, text: str, key: str) -> None:
-        """A bad file exits 1 with a one-line message naming the key (no
-        traceback)."""
+    def test_bad_file_exits_bad_input_naming_the_key(self, tmp_path: Path, text: str, key: str) -> None:
+        """A bad file exits 3 (BAD_INPUT) with a one-line message naming the
+        key (no traceback)."""
         out = run_cli("policy", "check", str(write(tmp_path, text)))
-        assert out.returncode == 1
+        assert out.returncode == ExitCode.BAD_INPUT
         assert key in out.stderr and "Traceback" not in out.stderr
 
-    def test_missing_file_exits_1(self, tmp_path: Path) -> None:
-        """A missing file exits 1 with a clear message."""
+    def test_missing_file_exits_bad_input(self, tmp_path: Path) -> None:
+        """A missing file exits 3 (BAD_INPUT) with a clear message."""
         out = run_cli("policy", "check", str(tmp_path / "absent.toml"))
-        assert out.returncode == 1 and "cannot read" in out.stderr
+        assert out.returncode == ExitCode.BAD_INPUT and "cannot read" in out.stderr
 
     def test_usage_error_exits_2(self) -> None:
         """A missing argument is a usage error (exit 2)."""
@@ -338,9 +339,10 @@ class TestPolicyDiffCli:
         assert out.returncode == 0, out.stderr
         assert "(no suggestion changes)" in out.stdout
 
-    def test_bad_new_policy_exits_1(self, tmp_path: Path, diff_snapshot: Path) -> None:
-        """A bad policy on either side of a diff exits 1 naming the key."""
+    def test_bad_new_policy_exits_bad_input(self, tmp_path: Path, diff_snapshot: Path) -> None:
+        """A bad policy on either side of a diff exits 3 (BAD_INPUT) naming
+        the key."""
         old = write(tmp_path, 'version = "old"\n', "old.toml")
         new = write(tmp_path, 'version = "new"\n[minors]\nmin_mutual_friends = 0\n', "new.toml")
         out = run_cli("policy", "diff", str(old), str(new), "--snapshot", str(diff_snapshot))
-        assert out.returncode == 1 and "minors.min_mutual_friends" in out.stderr
+        assert out.returncode == ExitCode.BAD_INPUT and "minors.min_mutual_friends" in out.stderr
