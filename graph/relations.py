@@ -1,6 +1,9 @@
 """Relations between user rows: an immutable CSR base plus a stack of
 mutable overlay layers.
 
+Size (over 400 lines): one data structure, the CSR base with its overlay
+layers; reads, writes and compaction share the layer invariants below.
+
 Writers change only the top layer (under the store's lock). Compaction
 freezes the layers below a fresh top layer, folds them into a new base
 without holding the lock, then swaps ``(new base, [top])`` in with one

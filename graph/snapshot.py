@@ -2,6 +2,9 @@
 FAISS index and a manifest with the format version, counts, per-file
 sha256 checksums and the watermark.
 
+Size (over 400 lines): the writer and the reader of one on-disk format,
+kept together so that the format lives in one file.
+
 Written under a temporary name and renamed into place, so a reader never
 sees half a snapshot; verified on load, so a corrupt one is refused."""
 

@@ -2,6 +2,11 @@
 and profiles over dense rows, with event application and the queries the
 pipeline needs.
 
+Size (over 400 lines): the live graph's one facade: event application and
+the pipeline's queries share the store's lock, rows and overlays; the
+structures themselves live in csr.py, relations.py, pairlog.py and
+profiles.py.
+
 Concurrency: one re-entrant lock serialises writers and guards the brief
 moments readers copy overlay sets; base arrays are immutable and read
 without it. Compaction (``compact``) folds overlays into new bases in the

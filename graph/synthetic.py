@@ -1,6 +1,10 @@
 """A seeded synthetic social network: the ``make run`` demo data and the
 benchmark graphs.
 
+Size (over 400 lines): one generator whose private stages (population,
+follows, profiles, interactions, blocks, writers) hand arrays to each
+other; splitting it would make those arrays a public interface.
+
 The shape is what the recommender and the safety rules care about:
 communities (most follows stay inside one), a power-law in-degree (a few
 accounts have very many followers), reciprocated follows ("friends"),

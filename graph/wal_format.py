@@ -1,5 +1,8 @@
 """The write-ahead log on disk, and reading it back.
 
+Size (over 400 lines): the frame layout, the reader and the damage scan
+share it; the server's WAL and the rebuild both read through this file.
+
 The serving side (``service.durability.wal``) appends to it; the offline rebuild reads
 it as one more event source, so the format and the reader live here.
 

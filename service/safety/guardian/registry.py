@@ -1,6 +1,12 @@
 """The guardian registry: links made with consent, controls, the audit
 log and the per-link message counts, kept durable in the journal and
-replayed on start (see the package docstring)."""
+replayed on start (see the package docstring).
+
+Size (over 400 lines): one class over one lock and one state (links,
+controls, audit, the consent-token memory) whose methods share its
+invariants; tokens, counts, controls and the journal file are the sibling
+modules.
+"""
 
 from __future__ import annotations
 
