@@ -14,7 +14,7 @@ import numpy as np
 from graph.model import Surface
 from service.pipeline.flow import PRE_RANK_POSITION
 from service.pipeline.pipeline import Pipeline
-from service.pipeline.rankers.pre_rank import PRE_RANK_CAP
+from service.pipeline.pre_rank import PRE_RANK_CAP
 from service.pipeline.reasons import FilterReason
 from service.pipeline.transforms.social_proof import FRIENDS_OF_FRIENDS
 

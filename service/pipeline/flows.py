@@ -12,8 +12,8 @@ from service.pipeline.filters.existing_contacts import ExistingContacts
 from service.pipeline.filters.safety import SafetyFilterAndTake
 from service.pipeline.flow import Flow
 from service.pipeline.post import RecordImpressions
+from service.pipeline.pre_rank import LinearPreRank
 from service.pipeline.ranker import Ranker
-from service.pipeline.rankers import LinearPreRank
 from service.pipeline.sources import (
     ContactsOfContacts,
     EmbeddingNeighbours,

@@ -12,9 +12,8 @@ from service.pipeline.candidates import Candidates, SourceResult
 from service.pipeline.explain import explain
 from service.pipeline.flow import Flow
 from service.pipeline.pipeline import Pipeline
+from service.pipeline.pre_rank import PRE_RANK_CAP, LinearPreRank
 from service.pipeline.ranker import LinearRanker
-from service.pipeline.rankers import LinearPreRank
-from service.pipeline.rankers.pre_rank import PRE_RANK_CAP
 from service.pipeline.reasons import FilterReason, SuggestionReason
 from service.pipeline.steps import CandidateSource, Shortlist
 from tests.support.safety_oracle import Harness

@@ -1,4 +1,4 @@
-"""The cheap pre-rank: the linear blend of the sources' scores orders the
+"""The cheap pre-rank (a ranking stage, beside ``ranker.py``): the linear blend of the sources' scores orders the
 merged candidates and at most ``keep`` of them go on to the ranker (the
 learned one scores trees over ~30 features per candidate; this is a few
 vector operations). Candidates it cuts are never scored by the ranker and
