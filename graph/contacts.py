@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arrays import unique as sorted_unique
+from .bounds import Bounds
 from .config import GraphConfig
 from .fold import dedupe
 from .model import EventKind
@@ -101,9 +102,17 @@ class ContactGraph:
     out_short: np.ndarray
     in_short: np.ndarray
 
-    def __init__(self, arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig,
+                 bounds: Bounds | None = None) -> None:
         self.as_of = float(as_of)
         self.config = config
+        # Caps on the 2-hop reach and the walk (see ``graph.bounds``): a
+        # serving setting, not part of the snapshot.
+        self.bounds = bounds or Bounds()
+        # Per hub_fanout: (hub index per row, -1 for none; the hubs'
+        # strongest entries, (n_hubs, fanout) int64 offsets). Built on
+        # first use, replaced by a single assignment.
+        self._hubs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # The last viewer's 2-hop reach and walk: a request asks for both
         # twice (the sources, then the ranker's features). One slot, replaced
         # by a single assignment, so concurrent readers see a whole entry.
@@ -200,12 +209,18 @@ class ContactGraph:
         }
         return ContactGraph(arrays, as_of, config)
 
+    def with_bounds(self, bounds: Bounds) -> ContactGraph:
+        """The same arrays (shared, not copied) read under other caps."""
+        arrays = {name: getattr(self, name) for name in ("indptr", *_EDGE_ARRAYS, *_NODE_ARRAYS)}
+        return ContactGraph(arrays, self.as_of, self.config, bounds)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in ("indptr", *_EDGE_ARRAYS, *_NODE_ARRAYS)}
 
     @staticmethod
-    def from_arrays(arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig) -> ContactGraph:
-        return ContactGraph(arrays, as_of, config)
+    def from_arrays(arrays: dict[str, np.ndarray], as_of: float, config: ContactConfig,
+                    bounds: Bounds | None = None) -> ContactGraph:
+        return ContactGraph(arrays, as_of, config, bounds)
 
     # -- queries -------------------------------------------------------
     def span(self, row: int) -> tuple[int, int]:
@@ -248,28 +263,77 @@ class ContactGraph:
         """The walk along recent ties (short half-life); not remembered."""
         return self._walk(row, recent=True)
 
-    def _two_hop(self, row: int, max_fanout: int = 2000) -> TwoHop:
+    def hub_ties(self, fanout: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``fanout`` strongest entries of every row with more ties than
+        that: (hub index per row int32, -1 for a row that is no hub;
+        offsets int64 (n_hubs, fanout), strongest first, ties to the lower
+        offset). Built once per fanout (a sort of the hubs' entries)."""
+        cached = self._hubs.get(fanout)
+        if cached is not None:
+            return cached
+        hubs = np.flatnonzero(self.degree > fanout)
+        index = np.full(self.n_rows, -1, np.int32)
+        index[hubs] = np.arange(hubs.shape[0], dtype=np.int32)
+        starts = self.indptr[hubs]
+        lengths = self.indptr[hubs + 1] - starts
+        offsets = _ranges(starts, lengths)
+        owner = np.repeat(np.arange(hubs.shape[0]), lengths)
+        order = np.lexsort((offsets, -self.weight[offsets], owner))
+        rank = np.arange(offsets.shape[0]) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        top = offsets[order][rank < fanout].reshape(hubs.shape[0], fanout)
+        self._hubs = {**self._hubs, fanout: (index, top)}
+        return index, top
+
+    def expand(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The entries read when expanding ``nodes`` (int64, most important
+        first) under ``bounds``: (offsets int64, owner int64: index into
+        ``nodes`` of each entry's node). A hub gives its ``hub_fanout``
+        strongest entries; once ``source_pool`` entries are read the rest
+        of the nodes give none (the last one is cut short). Without caps:
+        every entry of every node, node by node."""
+        fanout, pool = self.bounds.hub_fanout, self.bounds.source_pool
+        starts = self.indptr[nodes]
+        degree = self.indptr[nodes + 1] - starts
+        lengths = degree if fanout is None else np.minimum(degree, fanout)
+        if pool is not None:
+            before = np.cumsum(lengths) - lengths
+            lengths = np.clip(pool - before, 0, lengths)
+        owner = np.repeat(np.arange(nodes.shape[0], dtype=np.int64), lengths)
+        offsets = _ranges(starts, lengths)
+        if fanout is not None and bool((degree > fanout).any()):
+            index, top = self.hub_ties(fanout)
+            hub = index[nodes] >= 0
+            at_hub = hub[owner]
+            # A hub's k-th entry read is its k-th strongest tie.
+            k = offsets[at_hub] - starts[owner[at_hub]]
+            offsets[at_hub] = top[index[nodes[owner[at_hub]]], k]
+        return offsets, owner
+
+    def _two_hop(self, row: int) -> TwoHop:
         """Everyone two hops from ``row`` with common-neighbour, Adamic–Adar
-        and strength-weighted Adamic–Adar scores. A neighbour with more than
-        ``max_fanout`` contacts contributes little to Adamic–Adar and costs
-        much: only the viewer's strongest ties' lists are read in full and
-        hubs are sampled to their first ``max_fanout`` entries."""
+        and strength-weighted Adamic–Adar scores. A neighbour with many
+        contacts contributes little to Adamic–Adar and costs much: under
+        ``bounds`` the viewer's strongest ties are read first and each hub
+        gives only its strongest ties (``expand``); Adamic–Adar still
+        divides by the hub's full degree."""
         start, end = self.span(row)
         if start == end:
             empty = np.zeros(0)
             return TwoHop(np.zeros(0, np.int32), empty, empty, empty)
-        nbrs = self.indices[start:end].astype(np.int64)
-        w_uz = self.weight[start:end].astype(np.float64)
-        starts = self.indptr[nbrs]
-        lengths = np.minimum(self.indptr[nbrs + 1] - starts, max_fanout)
-        total = int(lengths.sum())
-        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(total)
+        first, _ = self.expand(np.array([row], np.int64))
+        if self.bounds.source_pool is not None:
+            # The pool is cut after the strongest ties (uncapped, the order
+            # only changes the sums' rounding: keep the row order then).
+            first = first[np.lexsort((first, -self.weight[first]))]
+        nbrs = self.indices[first].astype(np.int64)
+        w_uz = self.weight[first].astype(np.float64)
+        offsets, owner = self.expand(nbrs)
         reach = self.indices[offsets]
         w_zv = self.weight[offsets].astype(np.float64)
         deg = self.degree[nbrs].astype(np.float64)
-        inv_log_deg = np.repeat(1.0 / np.log(np.maximum(deg, 2.0)), lengths)
-        inv_log_sum = np.repeat(1.0 / np.log(2.0 + self.weight_sum[nbrs].astype(np.float64)), lengths)
-        w_rep = np.repeat(w_uz, lengths)
+        inv_log_deg = (1.0 / np.log(np.maximum(deg, 2.0)))[owner]
+        inv_log_sum = (1.0 / np.log(2.0 + self.weight_sum[nbrs].astype(np.float64)))[owner]
+        w_rep = w_uz[owner]
         keep = reach != row
         reach, w_zv, inv_log_deg, inv_log_sum, w_rep = (
             reach[keep], w_zv[keep], inv_log_deg[keep], inv_log_sum[keep], w_rep[keep])
@@ -283,15 +347,17 @@ class ContactGraph:
         )
 
     def _walk(self, row: int, steps: int = 3, alpha: float = 0.85, keep: int = 5000,
-             max_fanout: int = 2000, recent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              recent: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """A truncated personalised PageRank from ``row``: the mass a walk
         that continues with probability ``alpha`` puts on each user within
         ``steps`` hops, moving along ties in proportion to their weight
         (plus a floor, so an old tie still leads somewhere). Each step keeps
-        the ``keep`` heaviest users and reads at most ``max_fanout``
-        entries per user, so the cost is bounded on any graph. Returns
-        (rows int32 ascending, scores float64); the viewer excluded. With
-        ``recent`` a tie weighs by its short-half-life strength instead."""
+        the ``keep`` heaviest users and reads their ties under ``bounds``
+        (``expand``, the heaviest users first; a hub's mass goes to its
+        strongest ties only). Returns (rows int32 ascending, scores
+        float64); the viewer excluded. With ``recent`` a tie weighs by its
+        short-half-life strength instead (a hub's ties are still the
+        strongest by the long one)."""
         nodes = np.array([row], np.int64)
         mass = np.array([1.0])
         found: list[np.ndarray] = []
@@ -299,18 +365,18 @@ class ContactGraph:
         if not 0 <= row < self.n_rows:
             return np.zeros(0, np.int32), np.zeros(0)
         for _ in range(steps):
-            starts = self.indptr[nodes]
-            lengths = np.minimum(self.indptr[nodes + 1] - starts, max_fanout)
-            total = int(lengths.sum())
-            if total == 0:
+            if self.bounds.source_pool is not None:  # cut the pool after the heaviest
+                heavy = np.lexsort((nodes, -mass))
+                nodes, mass = nodes[heavy], mass[heavy]
+            offsets, owner = self.expand(nodes)
+            if offsets.shape[0] == 0:
                 break
-            offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(total)
             if recent:
                 w = np.log1p(self.out_s[offsets, 0].astype(np.float64) + self.in_s[offsets, 0]) + _WALK_FLOOR
             else:
                 w = self.weight[offsets].astype(np.float64) + _WALK_FLOOR
-            out_sum = np.bincount(np.repeat(np.arange(nodes.shape[0]), lengths), w, nodes.shape[0])
-            step_mass = np.repeat(mass / np.maximum(out_sum, 1e-12), lengths) * w * alpha
+            out_sum = np.bincount(owner, w, nodes.shape[0])
+            step_mass = (mass / np.maximum(out_sum, 1e-12))[owner] * w * alpha
             nodes, inv = np.unique(self.indices[offsets].astype(np.int64), return_inverse=True)
             mass = np.bincount(inv, step_mass, nodes.shape[0])
             if nodes.shape[0] > keep:
@@ -341,6 +407,14 @@ def _weights(config: GraphConfig, detail: np.ndarray) -> np.ndarray:
         if int(t) < table.shape[0]:
             table[int(t)] = w
     return table[detail.astype(np.int64)]
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + length)`` per pair (int64)."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    return (np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)).astype(np.int64)
 
 
 def _group_max(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

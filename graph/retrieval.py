@@ -7,12 +7,13 @@ and exclude the viewer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from .ann import VectorSearch
+from .bounds import Bounds
 from .contacts import ContactGraph
 from .store import GraphStore
 
@@ -25,13 +26,22 @@ class RetrievalConfig:
     inbound_k: int = 300
     follower_k: int = 200
     friends_of_friends_k: int = 500
+    # Caps on the work per request (``graph.bounds``): friends-of-friends
+    # and the pre-rank read them here, the contact graph from its own.
+    bounds: Bounds = field(default_factory=Bounds)
 
 
 def _top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best by score, ties to the lower row; sorted by row."""
-    if rows.shape[0] > k:
-        keep = np.lexsort((rows, -scores))[:k]
-        keep.sort()
+    n = rows.shape[0]
+    if n > k:
+        # What lexsort((rows, -scores))[:k] keeps, in O(n): all above the
+        # k-th best score, then the lowest rows among the ties at it.
+        kth = np.partition(scores, n - k)[n - k]
+        above = np.flatnonzero(scores > kth)
+        ties = np.flatnonzero(scores == kth)
+        ties = ties[np.argsort(rows[ties], kind="stable")[: k - above.shape[0]]]
+        keep = np.sort(np.concatenate([above, ties]))
         rows, scores = rows[keep], scores[keep]
     return rows.astype(np.int32), scores.astype(np.float64)
 
@@ -60,15 +70,24 @@ def unanswered_inbound(store: GraphStore, row: int, now: float, k: int) -> tuple
     return _top(rows[keep], strength[keep], k)
 
 
-def followers_not_followed(store: GraphStore, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def followers_not_followed(store: GraphStore, row: int, k: int,
+                           pool: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` lowest rows among followers the viewer does not follow.
+    ``pool``: look at the first ``pool`` followers only (the same answer
+    whenever ``k`` of those are not followed back)."""
     followers = store.followers(row)
+    if pool is not None:
+        followers = followers[:pool]
     rows = followers[~np.isin(followers, store.following(row))]
     return _top(rows, np.ones(rows.shape[0]), k)
 
 
-def friends_of_friends(store: GraphStore, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two mutual-follow hops away, by friends in common."""
-    rows, counts = store.friends_of_friends(row)
+def friends_of_friends(store: GraphStore, row: int, k: int,
+                       bounds: Bounds | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two mutual-follow hops away, by friends in common (counted over the
+    friends read under ``bounds``; None: all of them)."""
+    b = bounds or Bounds.off()
+    rows, counts = store.friends_of_friends(row, fanout=b.hub_fanout, pool=b.source_pool)
     return _top(rows, counts.astype(np.float64), k)
 
 
@@ -87,9 +106,9 @@ def new_contact_pool(store: GraphStore, contacts: ContactGraph, search: VectorSe
         contacts_of_contacts(contacts, row, config.two_hop_k)[0],
         random_walk(contacts, row, config.walk_k)[0],
         unanswered_inbound(store, row, now, config.inbound_k)[0],
-        followers_not_followed(store, row, config.follower_k)[0],
+        followers_not_followed(store, row, config.follower_k, config.bounds.source_pool)[0],
         embedding_neighbours(search, row, config.embedding_k)[0],
-        friends_of_friends(store, row, config.friends_of_friends_k)[0],
+        friends_of_friends(store, row, config.friends_of_friends_k, config.bounds)[0],
     ]
     pool = np.unique(np.concatenate(parts)).astype(np.int32)
     contacted, _, _ = store.interaction_partners(row, now)

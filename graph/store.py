@@ -372,14 +372,21 @@ class GraphStore:
     def friends_mask(self, row: int, candidates: np.ndarray) -> np.ndarray:
         return np.isin(candidates, self.friends.out(row))
 
-    def friends_of_friends(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+    def friends_of_friends(self, row: int, *, fanout: int | None = None,
+                           pool: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows two friendship hops away and how many friends each shares
         with ``row`` (int32 rows ascending, int64 counts); the user and
-        existing friends excluded."""
+        existing friends excluded. ``fanout`` / ``pool``: the caps of
+        ``graph.bounds`` (at most ``fanout`` friends read through any one
+        user, the viewer included; at most ``pool`` friend entries in all);
+        then a count is over the friends read. None: no cap, exact."""
         friends = self.friends.out(row)
         if friends.shape[0] == 0:
             return np.zeros(0, ROW), np.zeros(0, np.int64)
-        reach = self.gather_friends(friends)
+        if fanout is None and pool is None:
+            reach = self.gather_friends(friends)
+        else:
+            reach = self._bounded_friend_reach(friends, fanout, pool)
         if reach.shape[0] == 0:
             return np.zeros(0, ROW), np.zeros(0, np.int64)
         # Count by sorting in place (reach is a fresh array): what
@@ -398,6 +405,49 @@ class GraphStore:
         keep = np.ones(rows.shape[0], bool)
         keep[pos[rows[pos] == drop]] = False
         return rows[keep], counts[keep]
+
+    def _bounded_friend_reach(self, friends: np.ndarray, fanout: int | None, pool: int | None) -> np.ndarray:
+        """The friend lists of ``friends`` under the caps: an evenly spaced
+        sample of ``fanout`` of the viewer's friends, then of each hub's
+        friends (friendships have no strength to choose by; a prefix would
+        keep the oldest rows); seeds in a fixed pseudo-random order until
+        ``pool`` entries are read. Lists read in full come from
+        ``gather_friends`` (overlay included); a sampled list is the base's,
+        or the merged one for a user the overlay touches."""
+        seeds = _spread(friends, fanout) if fanout is not None and friends.shape[0] > fanout else friends
+        base_out, _, layers = self.friends._state
+        indptr = base_out.indptr
+        in_base = seeds < base_out.n_rows
+        safe = np.where(in_base, seeds, 0)
+        starts = np.where(in_base, indptr[safe], 0).astype(np.int64)
+        degree = np.where(in_base, indptr[np.minimum(safe + 1, base_out.n_rows)], 0).astype(np.int64) - starts
+        want = degree if fanout is None else np.minimum(degree, fanout)
+        if pool is not None:
+            # Knuth's multiplicative hash: a fixed order not tied to age.
+            order = np.argsort((seeds.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(2**32), kind="stable")
+            seeds, starts, degree, want = seeds[order], starts[order], degree[order], want[order]
+            want = np.clip(pool - (np.cumsum(want) - want), 0, want)
+        whole = want == degree
+        part = ~whole & (want > 0)
+        hubs, h_starts, h_degree, h_want = seeds[part], starts[part], degree[part], want[part]
+        touched: set[int] = set()
+        if hubs.shape[0] and any(layer.out_add or layer.out_rem for layer in layers):
+            wanted = set(hubs.tolist())
+            with self.lock:
+                touched = set().union(*((layer.out_add.keys() & wanted) | (layer.out_rem.keys() & wanted)
+                                        for layer in layers))
+        parts = [self.gather_friends(seeds[whole])]
+        if touched:
+            clean = ~np.isin(hubs, np.fromiter(touched, np.int64, len(touched)))
+            for hub, k in zip(hubs[~clean].tolist(), h_want[~clean].tolist(), strict=True):
+                parts.append(_spread(self.friends.out(hub), k))
+            hubs, h_starts, h_degree, h_want = hubs[clean], h_starts[clean], h_degree[clean], h_want[clean]
+        if hubs.shape[0]:
+            total = int(h_want.sum())
+            within = np.arange(total) - np.repeat(np.cumsum(h_want) - h_want, h_want)
+            picks = np.repeat(h_starts, h_want) + within * np.repeat(h_degree, h_want) // np.repeat(h_want, h_want)
+            parts.append(base_out.indices[picks])
+        return np.concatenate(parts).astype(ROW, copy=False)
 
     def gather_friends(self, rows: np.ndarray) -> np.ndarray:
         """Concatenated friend lists of many rows (a new int32 array, in no
@@ -601,3 +651,12 @@ class GraphStore:
         """``accusation_bound`` for one row."""
         return (self.blocks.in_degree(row) + len(self.reports._by_target.get(row, ()))
                 + len(self.unblocks._by_target.get(row, ())))
+
+
+def _spread(rows: np.ndarray, k: int) -> np.ndarray:
+    """``k`` evenly spaced entries of ``rows`` (all of them if fewer)."""
+    n = rows.shape[0]
+    if n <= k:
+        return rows
+    picked: np.ndarray = rows[np.arange(k, dtype=np.int64) * n // k]
+    return picked

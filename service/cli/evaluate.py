@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from graph.bounds import Bounds
 from service.cli.exit_codes import ExitCode, epilog
 from service.cli.output import add_json_flag, print_json
 
@@ -17,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from service.cli.eval.harness import cut_document
 
     config = EvalConfig(cuts=tuple(args.cuts), n_boot=args.bootstrap, seed=args.seed, max_users=args.max_users,
-                        node2vec_venv=args.node2vec)
+                        node2vec_venv=args.node2vec, bounds=Bounds.off() if args.no_caps else Bounds())
 
     # Under --json the running report goes to stderr and stdout gets the
     # summary of every cut as one document.
@@ -43,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of users per cut")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-caps", action="store_true",
+                   help="serve without the bounds on work per request (graph.bounds), to measure what they cost")
     p.add_argument("--node2vec", nargs="?", type=Path, const=Path(".venv-node2vec"), default=None, metavar="VENV",
                    help="also rank by node2vec (pecanpy in VENV, default .venv-node2vec; make node2vec-venv); "
                         "skipped with a note when it is not installed")

@@ -1,5 +1,8 @@
 """Why was (or wasn't) a candidate suggested to a viewer: the sources that
-found it, its rank, and every rule that removes it. Runs the same flow
+found it, its rank, and every rule that removes it; when the pre-rank's
+cap cut it before the ranker, a ``cap.pre_rank`` entry among the sources
+whose score is the place the pre-rank gave it (1-based; the cap keeps the
+first ``Bounds.pre_rank_keep``). Runs the same flow
 object as SuggestContacts (``Pipeline.flow``)."""
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graph.model import Surface
+from service.pipeline.flow import PRE_RANK_POSITION
 from service.pipeline.pipeline import Pipeline
+from service.pipeline.pre_rank import PRE_RANK_CAP
 from service.pipeline.reasons import FilterReason
 from service.pipeline.transforms.social_proof import FRIENDS_OF_FRIENDS
 
@@ -34,7 +39,8 @@ def explain(pipeline: Pipeline, viewer_id: int, candidate_id: int, surface: Surf
         out.filter_reasons = [FilterReason.MISSING_PROFILE]
         return out
     if viewer >= 0:
-        for result in flow.gather(viewer, now):
+        results = flow.gather(viewer, now)
+        for result in results:
             hit = np.flatnonzero(result.rows == candidate)
             if hit.shape[0]:
                 score = float(result.scores[hit[0]])
@@ -47,6 +53,14 @@ def explain(pipeline: Pipeline, viewer_id: int, candidate_id: int, surface: Surf
                     if not score:
                         continue
                 out.sources[result.name] = score
+        if out.sources:
+            # A cap cut it before the ranker: say so, with the place the
+            # pre-rank gave it (only for a candidate some source may be
+            # named for, as above).
+            _, cut = flow.shortlist_for_ranker(viewer, results)
+            hit = np.flatnonzero(cut.rows == candidate)
+            if hit.shape[0]:
+                out.sources[PRE_RANK_CAP] = float(cut.features[PRE_RANK_POSITION][hit[0]])
         out.filter_reasons = pipeline.safety.suggestion_reasons(store, viewer, candidate, now)
         out.filter_reasons += flow.pre_rank_reasons(viewer, candidate)
     if out.ineligible is None:

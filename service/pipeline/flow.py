@@ -5,6 +5,8 @@
 1. candidate sources, each over the viewer (``sources``);
 2. merge: one row per distinct candidate with each source's score;
 3. pre-rank filters (``pre_rank_filters``; e.g. existing contacts);
+3b. the pre-rank (``pre_rank``): a cheap order, the head of which (at most
+   ``keep``) goes on; the rest is cut (``pre_rank.cut`` counts them);
 4. the ranker: a score per candidate, then the order (ties: lower id);
 5. filter and take (``take``): the safety rules down the ranking in
    batches until enough have passed;
@@ -27,9 +29,12 @@ from service.pipeline.candidates import Candidates, SourceResult
 from service.pipeline.filters.safety import SafetyFilterAndTake
 from service.pipeline.ranker import Ranker
 from service.pipeline.reasons import FilterReason, SuggestionReason
-from service.pipeline.steps import CandidateSource, PostStep, PreRankFilter, Shortlist, Transform
+from service.pipeline.steps import CandidateSource, PostStep, PreRanker, PreRankFilter, Shortlist, Transform
 from service.safety.engine import Viewer
 from service.server.request_scope import checkpoint, record_counts
+
+# The feature that carries a cut candidate's pre-rank position (1-based).
+PRE_RANK_POSITION = "pre_rank.position"
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Flow:
     take: SafetyFilterAndTake
     transforms: tuple[Transform, ...]
     post: tuple[PostStep, ...] = ()
+    pre_rank: PreRanker | None = None
 
     def gather(self, viewer_row: int, now: float) -> list[SourceResult]:
         """Steps 1: every source's answer, in ``sources`` order."""
@@ -69,13 +75,8 @@ class Flow:
         row = facts.row
         results = self.gather(row, now)
         checkpoint("sources")  # the caller's deadline passed or it left: stop here
-        candidates = Candidates.merge(results)
         counts = {f"source.{r.name}": int(r.rows.shape[0]) for r in results}
-        for step in self.pre_rank_filters:
-            rejected = step(row, candidates)
-            if rejected.any():
-                counts[f"filter.{step.reason.name.lower()}"] = int(rejected.sum())
-                candidates = candidates.select(~rejected)
+        candidates, _ = self.shortlist_for_ranker(row, results, counts)
         scores = self.ranker.rank_scores(row, candidates, self.surface, now)
         user_ids = store.ids.ext(candidates.rows)
         order = self.ranker.order(scores, user_ids)
@@ -94,6 +95,32 @@ class Flow:
         record_counts(counts)  # per-source and per-reason metrics of a served call
         return Ranked(shortlist.user_ids, shortlist.scores, shortlist.reasons, shortlist.mutual_counts, None,
                       counts)
+
+    def shortlist_for_ranker(self, row: int, results: list[SourceResult],
+                             counts: dict[str, int] | None = None) -> tuple[Candidates, Candidates]:
+        """Steps 2-3b: the merged candidates the pre-rank filters keep,
+        split into (the ones the ranker sees, the ones the pre-rank cut),
+        each in row order; the cut ones carry their pre-rank position
+        (1-based) as the feature ``PRE_RANK_POSITION``. Adds to ``counts``."""
+        counts = {} if counts is None else counts
+        candidates = Candidates.merge(results)
+        for step in self.pre_rank_filters:
+            rejected = step(row, candidates)
+            if rejected.any():
+                counts[f"filter.{step.reason.name.lower()}"] = int(rejected.sum())
+                candidates = candidates.select(~rejected)
+        keep = None if self.pre_rank is None else self.pre_rank.keep
+        if self.pre_rank is None or keep is None or len(candidates) <= keep:
+            return candidates, candidates.select(np.zeros(len(candidates), bool))
+        order = self.pre_rank(row, candidates, self.surface)
+        position = np.empty(len(candidates), np.float64)
+        position[order] = np.arange(1, len(candidates) + 1)
+        kept = np.zeros(len(candidates), bool)
+        kept[order[:keep]] = True
+        counts["pre_rank.cut"] = int((~kept).sum())
+        cut = candidates.select(~kept)
+        cut.features[PRE_RANK_POSITION] = position[~kept]
+        return candidates.select(kept), cut
 
     def finish(self, viewer_id: int, page_ids: list[int], reasons: list[list[SuggestionReason]],
                now: float) -> None:

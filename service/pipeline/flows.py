@@ -12,6 +12,7 @@ from service.pipeline.filters.existing_contacts import ExistingContacts
 from service.pipeline.filters.safety import SafetyFilterAndTake
 from service.pipeline.flow import Flow
 from service.pipeline.post import RecordImpressions
+from service.pipeline.pre_rank import LinearPreRank
 from service.pipeline.ranker import Ranker
 from service.pipeline.sources import (
     ContactsOfContacts,
@@ -34,8 +35,8 @@ def new_contact_sources(store: GraphStore, search: VectorSearch, contacts: Conta
     hops over messages and a short random walk."""
     r = retrieval
     sources: list[CandidateSource] = [
-        EmbeddingNeighbours(search, r.embedding_k), FriendsOfFriends(store, r.friends_of_friends_k),
-        MessagedYou(store, r.inbound_k), FollowsYou(store, r.follower_k),
+        EmbeddingNeighbours(search, r.embedding_k), FriendsOfFriends(store, r.friends_of_friends_k, bounds=r.bounds),
+        MessagedYou(store, r.inbound_k), FollowsYou(store, r.follower_k, pool=r.bounds.source_pool),
     ]
     if contacts is not None:
         sources += [ContactsOfContacts(contacts, r.two_hop_k), RandomWalk(contacts, r.walk_k)]
@@ -47,16 +48,18 @@ def build_flows(store: GraphStore, search: VectorSearch, safety: SafetyEngine, r
                 max_candidates: int = 500) -> dict[Surface, Flow]:
     """NEW_CONTACTS: new people only (existing contacts removed before
     ranking). SHARE_SHEET: the viewer's recent contacts first, then the same
-    sources as NEW_CONTACTS. Both: safety filter-and-take, mutual friends
+    sources as NEW_CONTACTS. Both: the linear pre-rank keeps at most
+    ``retrieval.bounds.pre_rank_keep`` for the ranker; safety filter-and-take, mutual friends
     then reasons, impressions recorded."""
     r = retrieval or RetrievalConfig()
     found = new_contact_sources(store, search, contacts, r)
     take = SafetyFilterAndTake(safety, store, max_candidates)
     transforms = (MutualFriends(store, safety, r.friends_of_friends_k), Reasons())
     post = (RecordImpressions(safety),)
+    pre_rank = LinearPreRank(r.bounds.pre_rank_keep)
     return {
         Surface.NEW_CONTACTS: Flow(Surface.NEW_CONTACTS, found, (ExistingContacts(store),), ranker, take,
-                                   transforms, post),
+                                   transforms, post, pre_rank),
         Surface.SHARE_SHEET: Flow(Surface.SHARE_SHEET, (RecentContacts(store), *found), (), ranker, take,
-                                  transforms, post),
+                                  transforms, post, pre_rank),
     }

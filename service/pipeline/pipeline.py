@@ -51,7 +51,11 @@ class Pipeline:
            retrieval: RetrievalConfig | None = None) -> Pipeline:
         """The pipeline for a snapshot's parts, its ranker chosen by
         ``choose_ranker`` (learned when the model and its contact graph are
-        there, linear otherwise)."""
+        there, linear otherwise). ``retrieval``'s bounds apply to the
+        contact graph too (a view of the same arrays), so its sources and
+        the ranker's features read the same capped reach."""
+        if retrieval is not None and contacts is not None and contacts.bounds != retrieval.bounds:
+            contacts = contacts.with_bounds(retrieval.bounds)
         return Pipeline(store, search, choose_ranker(model, contacts, search.vectors), max_candidates, safety,
                         contacts=contacts, retrieval=retrieval)
 

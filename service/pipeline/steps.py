@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from graph.model import Surface
 from service.pipeline.candidates import Candidates, SourceResult
 from service.pipeline.reasons import FilterReason, SuggestionReason
 from service.safety.engine import Viewer
@@ -39,6 +40,23 @@ class PreRankFilter(Protocol):
 
     def __call__(self, viewer_row: int, candidates: Candidates) -> np.ndarray:
         """bool per candidate: True removes it."""
+        ...
+
+
+class PreRanker(Protocol):
+    """Orders the candidates cheaply after the pre-rank filters so that at
+    most ``keep`` go on to the ranker (None: all of them). Runs before
+    safety, which still filters whatever survives."""
+
+    # Read-only: the steps are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def keep(self) -> int | None: ...
+
+    def __call__(self, viewer_row: int, candidates: Candidates, surface: Surface) -> np.ndarray:
+        """Candidate indices (int64), best first; the flow keeps the head."""
         ...
 
 

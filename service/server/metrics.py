@@ -147,6 +147,9 @@ class ServerMetrics:
         self.filtered = Counter("contactgraph_filtered_total", "Candidates removed, by safety reason.", ["reason"],
                                 registry=r)
         self.ranked = Counter("contactgraph_ranked_total", "Candidates left after the safety filters.", registry=r)
+        self.pre_rank_cut = Counter("contactgraph_pre_rank_cut_total",
+                                    "Candidates the pre-rank cap kept from the ranker (Bounds.pre_rank_keep).",
+                                    registry=r)
         self._children: dict[tuple[str, str], _CallSeries] = {}
         self._counters: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -169,7 +172,7 @@ class ServerMetrics:
 
     def observe_counts(self, counts: Mapping[str, int]) -> None:
         """The pipeline's per-stage counts: ``source.<name>``,
-        ``filter.<reason>`` and ``ranked``."""
+        ``filter.<reason>``, ``pre_rank.cut`` and ``ranked``."""
         for key, n in counts.items():
             if not n:
                 continue
@@ -182,6 +185,8 @@ class ServerMetrics:
                     child = self.filtered.labels(name)
                 elif key == "ranked":
                     child = self.ranked
+                elif key == "pre_rank.cut":
+                    child = self.pre_rank_cut
                 else:
                     continue
                 self._counters[key] = child

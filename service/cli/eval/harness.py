@@ -22,10 +22,12 @@ import numpy as np
 from tabulate import tabulate
 
 from graph.ann import VectorSearch, build_index
+from graph.bounds import Bounds
 from graph.contacts import ContactGraph
 from graph.model import EventKind, Surface
 from graph.ranking import RankerTrainingConfig
 from graph.rebuild import build
+from graph.retrieval import RetrievalConfig
 from graph.store import GraphStore
 from graph.table import EventTable
 from service.cli.eval import node2vec
@@ -57,6 +59,9 @@ class EvalConfig:
     # None = off. A venv without it is skipped with a note (see run()).
     node2vec_venv: Path | None = None
     node2vec_config: node2vec.Node2VecConfig = field(default_factory=node2vec.Node2VecConfig)
+    # The caps on work per request the served pipelines run under (the
+    # ranker's training candidates use the training config's).
+    bounds: Bounds = field(default_factory=Bounds)
 
 
 @dataclass
@@ -133,8 +138,10 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
     timings.update({f"build.{k}": v for k, v in built.timings.items()})
     store, contacts = built.store, built.contacts
     search = VectorSearch(built.vectors, built.index)
-    pipeline = Pipeline.of(store, search, contacts, built.model)
-    linear = Pipeline(store, search, LinearRanker(), contacts=contacts)
+    retrieval = RetrievalConfig(bounds=config.bounds)
+    contacts = contacts.with_bounds(config.bounds)
+    pipeline = Pipeline.of(store, search, contacts, built.model, retrieval=retrieval)
+    linear = Pipeline(store, search, LinearRanker(), contacts=contacts, retrieval=retrieval)
     ctx = BaselineContext.of(store, contacts, search)
     extra: dict[str, BaselineContext] = {}
     script = node2vec.executable(config.node2vec_venv) if config.node2vec_venv is not None else None

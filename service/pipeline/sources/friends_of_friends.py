@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from graph.bounds import Bounds
 from graph.retrieval import RetrievalConfig, friends_of_friends
 from graph.store import GraphStore
 from service.pipeline.candidates import SourceResult
@@ -15,7 +16,8 @@ class FriendsOfFriends:
     store: GraphStore
     limit: int = RetrievalConfig.friends_of_friends_k
     name: str = "friends_of_friends"
+    bounds: Bounds = field(default_factory=Bounds.off)
 
     def __call__(self, viewer_row: int, now: float) -> SourceResult:
-        rows, counts = friends_of_friends(self.store, viewer_row, self.limit)
+        rows, counts = friends_of_friends(self.store, viewer_row, self.limit, self.bounds)
         return SourceResult(self.name, SuggestionReason.MUTUAL_FRIENDS, rows, counts)

@@ -28,7 +28,8 @@ class FollowsYou:
     store: GraphStore
     limit: int = RetrievalConfig.follower_k
     name: str = "follows_you"
+    pool: int | None = None  # ``Bounds.source_pool``
 
     def __call__(self, viewer_row: int, now: float) -> SourceResult:
-        rows, ones = followers_not_followed(self.store, viewer_row, self.limit)
+        rows, ones = followers_not_followed(self.store, viewer_row, self.limit, self.pool)
         return SourceResult(self.name, SuggestionReason.FOLLOWS_YOU, rows, ones)

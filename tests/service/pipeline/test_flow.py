@@ -8,9 +8,12 @@ import dataclasses
 import numpy as np
 
 from graph.model import Surface
-from service.pipeline.candidates import SourceResult
+from service.pipeline.candidates import Candidates, SourceResult
 from service.pipeline.explain import explain
 from service.pipeline.flow import Flow
+from service.pipeline.pipeline import Pipeline
+from service.pipeline.pre_rank import PRE_RANK_CAP, LinearPreRank
+from service.pipeline.ranker import LinearRanker
 from service.pipeline.reasons import FilterReason, SuggestionReason
 from service.pipeline.steps import CandidateSource, Shortlist
 from tests.support.safety_oracle import Harness
@@ -110,3 +113,81 @@ class TestDeclaredFlow:
             _with_source(flow, Fixed((h.row(5),))), transforms=(*flow.transforms, Spy()))
         ranked = pipeline.suggest(1, Surface.NEW_CONTACTS, h.now)
         assert seen == [len(ranked.user_ids)] and seen[0] >= 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A toy source under a name the linear blend weighs (``embedding``)."""
+
+    scores: tuple[tuple[int, float], ...]
+    name: str = "embedding"
+
+    def __call__(self, viewer_row: int, now: float) -> SourceResult:
+        rows = np.array([r for r, _ in self.scores], np.int32)
+        order = np.argsort(rows)
+        return SourceResult(self.name, SuggestionReason.SIMILAR_NETWORK, rows[order],
+                            np.array([s for _, s in self.scores])[order])
+
+
+@dataclasses.dataclass(frozen=True)
+class SpyRanker:
+    """The linear ranker, recording how many candidates it was given."""
+
+    seen: list[int]
+    name: str = "spy"
+
+    def rank_scores(self, viewer_row: int, candidates: Candidates, surface: Surface, now: float) -> np.ndarray:
+        self.seen.append(len(candidates))
+        return LinearRanker().scores(candidates, surface)
+
+    @staticmethod
+    def order(scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        return LinearRanker.order(scores, user_ids)
+
+
+class TestPreRankCap:
+    def _pipeline(self, h: Harness, keep: int | None, seen: list[int]) -> Pipeline:
+        pipeline = h.pipeline()
+        flow = pipeline.flows[Surface.NEW_CONTACTS]
+        toy = Scored(((h.row(3), 0.9), (h.row(5), 0.1)))
+        pipeline.flows[Surface.NEW_CONTACTS] = dataclasses.replace(
+            flow, sources=(toy,), ranker=SpyRanker(seen), pre_rank=LinearPreRank(keep))
+        return pipeline
+
+    def test_the_ranker_sees_at_most_keep_candidates(self) -> None:
+        """keep=1: the ranker scores one candidate, the pre-rank's best; the
+        cut one is counted and not suggested."""
+        h = _world()
+        seen: list[int] = []
+        ranked = self._pipeline(h, 1, seen).suggest(1, Surface.NEW_CONTACTS, h.now)
+        assert seen == [1]
+        assert ranked.user_ids.tolist() == [3]
+        assert ranked.counts["pre_rank.cut"] == 1
+
+    def test_no_cap_passes_everything(self) -> None:
+        h = _world()
+        seen: list[int] = []
+        ranked = self._pipeline(h, None, seen).suggest(1, Surface.NEW_CONTACTS, h.now)
+        assert seen == [2] and sorted(ranked.user_ids.tolist()) == [3, 5]
+        assert "pre_rank.cut" not in ranked.counts
+
+    def test_safety_still_filters_what_the_pre_rank_keeps(self) -> None:
+        """The pre-rank's best is a blocked user: safety removes it after."""
+        h = _world()
+        pipeline = h.pipeline()
+        flow = pipeline.flows[Surface.NEW_CONTACTS]
+        toy = Scored(((h.row(4), 0.9), (h.row(5), 0.1)))
+        pipeline.flows[Surface.NEW_CONTACTS] = dataclasses.replace(flow, sources=(toy,), pre_rank=LinearPreRank(1))
+        ranked = pipeline.suggest(1, Surface.NEW_CONTACTS, h.now)
+        assert ranked.user_ids.tolist() == []
+        assert ranked.counts["filter.blocked"] == 1
+
+    def test_explain_names_the_cap_that_cut(self) -> None:
+        """The cut candidate's explanation carries cap.pre_rank with the
+        place the pre-rank gave it; the kept one's does not."""
+        h = _world()
+        pipeline = self._pipeline(h, 1, [])
+        cut = explain(pipeline, 1, 5, Surface.NEW_CONTACTS, h.now)
+        assert cut.sources[PRE_RANK_CAP] == 2.0 and cut.rank == 0
+        kept = explain(pipeline, 1, 3, Surface.NEW_CONTACTS, h.now)
+        assert PRE_RANK_CAP not in kept.sources and kept.rank == 1
