@@ -34,7 +34,11 @@ from dataclasses import dataclass
 class Bounds:
     hub_fanout: int | None = 200
     source_pool: int | None = 20_000
-    pre_rank_keep: int | None = 300
+    # Off by default: the linear pre-rank is a poor proxy for the learned
+    # ranker (bitcoin-otc @70%: Recall@20 0.320 -> 0.272 with 300 kept), and
+    # the sources' own k already bound the pool (<= ~1,600). See
+    # docs/performance.md, "Which cap costs quality".
+    pre_rank_keep: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("hub_fanout", "source_pool", "pre_rank_keep"):

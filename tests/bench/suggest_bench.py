@@ -105,7 +105,7 @@ def main() -> None:
         print(f"# {name}: {n} users, {src.shape[0]} follows, max in {indeg.max()}, max out {outdeg.max()}, "
               f"median in {np.median(indeg[1:]):.0f}")
         rows = {}
-        for label, bounds in (("off", Bounds.off()), ("on", Bounds())):
+        for label, bounds in (("off", Bounds.off()), ("on", Bounds(pre_rank_keep=300))):
             pipeline = Pipeline(store, search, contacts=contacts.with_bounds(bounds),
                                 retrieval=RetrievalConfig(bounds=bounds))
             _measure(pipeline, viewers[:10])  # warm-up (the hub lists are built once)
