@@ -155,7 +155,7 @@ class TestLoaders:
     def test_command_line_offers_every_data_set(self) -> None:
         from service.cli.evaluate import DATASET_NAMES
 
-        assert DATASET_NAMES == list(DATASETS)
+        assert list(DATASETS) == DATASET_NAMES
 
 
 class TestPageRank:
