@@ -5,6 +5,13 @@
 - bitcoin-otc (``bitcoin-otc/soc-sign-bitcoinotc.csv.gz``):
   ``SOURCE,TARGET,RATING,TIME``; a positive rating is an interaction, a
   negative one a report (never an interaction), a zero rating is skipped.
+- sx-mathoverflow (``sx-mathoverflow/sx-mathoverflow.txt.gz``): ``SRC DST
+  UNIXTS``; an answer or comment to someone's post, read as a message from
+  SRC to DST (the site has no private messages: a reply is the nearest).
+- higgs-twitter (``higgs-twitter/higgs-activity_time.txt.gz``): ``USER_A
+  USER_B UNIXTS TYPE``, typed interactions from A to B: RT (retweet) as
+  SHARE, MT (mention) as MENTION, RE (reply) as MESSAGE, so the graph
+  weighs them as it weighs the service's own events.
 
 Every user gets a permissive adult profile (active, adult, messages from
 everyone, discoverable) at their first event, so the safety filters
@@ -47,6 +54,15 @@ class Dataset:
 DATASETS: dict[str, str] = {
     "collegemsg": "collegemsg/CollegeMsg.txt.gz",
     "bitcoin-otc": "bitcoin-otc/soc-sign-bitcoinotc.csv.gz",
+    "sx-mathoverflow": "sx-mathoverflow/sx-mathoverflow.txt.gz",
+    "higgs-twitter": "higgs-twitter/higgs-activity_time.txt.gz",
+}
+
+# higgs-twitter's TYPE column -> the interaction type it is read as.
+HIGGS_TYPES: dict[str, InteractionType] = {
+    "RT": InteractionType.SHARE,
+    "MT": InteractionType.MENTION,
+    "RE": InteractionType.MESSAGE,
 }
 
 
@@ -90,12 +106,43 @@ def _read(path: Path, delimiter: str | None) -> np.ndarray:
         return np.loadtxt(f, delimiter=delimiter, dtype=np.float64, ndmin=2)
 
 
-def load_collegemsg(path: Path) -> Dataset:
+def load_messages(path: Path, name: str = "collegemsg") -> Dataset:
+    """``SRC DST UNIXTS`` lines, each a message (CollegeMsg, sx-mathoverflow)."""
     raw = _read(path, None)
+    if raw.shape[0] and raw.shape[1] != 3:
+        raise ValueError(f"{path}: expected 3 columns (SRC DST UNIXTS), found {raw.shape[1]}")
     n = raw.shape[0]
     table = edge_table(raw[:, 0].astype(np.int64), raw[:, 1].astype(np.int64), raw[:, 2],
                        np.full(n, int(EventKind.INTERACTION)), np.full(n, int(InteractionType.MESSAGE)))
-    return Dataset("collegemsg", table)
+    return Dataset(name, table)
+
+
+def load_collegemsg(path: Path) -> Dataset:
+    return load_messages(path, "collegemsg")
+
+
+def load_higgs(path: Path) -> Dataset:
+    """``USER_A USER_B UNIXTS TYPE`` lines, typed by ``HIGGS_TYPES``; an
+    unknown TYPE is an error naming its line."""
+    src: list[int] = []
+    dst: list[int] = []
+    times: list[float] = []
+    detail: list[int] = []
+    with gzip.open(path, "rt") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 4 or fields[3] not in HIGGS_TYPES:
+                raise ValueError(f"{path}:{number}: expected USER_A USER_B UNIXTS RT|MT|RE, got {line.strip()!r}")
+            src.append(int(fields[0]))
+            dst.append(int(fields[1]))
+            times.append(float(fields[2]))
+            detail.append(int(HIGGS_TYPES[fields[3]]))
+    n = len(src)
+    table = edge_table(np.array(src, np.int64), np.array(dst, np.int64), np.array(times, np.float64),
+                       np.full(n, int(EventKind.INTERACTION)), np.array(detail, np.int64))
+    return Dataset("higgs-twitter", table)
 
 
 def load_bitcoin_otc(path: Path) -> Dataset:
@@ -114,4 +161,8 @@ def load(name: str, data_dir: Path) -> Dataset:
     path = Path(data_dir) / DATASETS[name]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: data set {name} not found (pass --data DIR)")
-    return load_collegemsg(path) if name == "collegemsg" else load_bitcoin_otc(path)
+    if name == "bitcoin-otc":
+        return load_bitcoin_otc(path)
+    if name == "higgs-twitter":
+        return load_higgs(path)
+    return load_messages(path, name)

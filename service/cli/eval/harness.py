@@ -6,7 +6,14 @@ the contacts each user made after the cut.
 Truth for user u: the people u messaged after the cut and never before it
 (someone who messaged u first counts once u answers). Users and targets are
 those the snapshot knows (present before the cut); targets who joined later
-can be suggested by no method and are left out (their count is printed)."""
+can be suggested by no method and are left out (their count is printed).
+
+Large sets evaluate a seeded sample of users (``EvalConfig.max_users``, or
+``SAMPLED_USERS`` per data set when it is None); the report says how many
+of how many. Beside the table: the metrics for quiet users (at most
+``QUIET_MAX_EVENTS`` interactions before the cut), and pool recall, the
+share of a user's truth that each candidate source, and all of them
+together, put in front of the ranker."""
 
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from service.cli.eval.baselines import BASELINES, BaselineContext, embedding_onl
 from service.cli.eval.data import Dataset, load
 from service.cli.eval.metrics import METRICS, paired_bootstrap, recall_at, reciprocal_rank, user_metrics
 from service.pipeline import Pipeline
+from service.pipeline.candidates import SourceResult
 from service.pipeline.ranker import LinearRanker
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,12 @@ LINEAR = "pipeline-linear"
 RECENT = "most-recent-contact"
 NODE2VEC = "node2vec"
 COLD_MAX_CONTACTS = 2
+QUIET_MAX_EVENTS = 5
+POOL_ALL = "all sources"
+# Evaluation users per cut when EvalConfig.max_users is None: the two large
+# sets are sampled (seeded) so that `make eval` stays within its time budget;
+# personalised PageRank and the pipeline cost ~0.1-1 s per user there.
+SAMPLED_USERS: dict[str, int] = {"sx-mathoverflow": 400, "higgs-twitter": 400}
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,9 @@ class CutResult:
     cold: np.ndarray  # bool per user: <= COLD_MAX_CONTACTS contacts before the cut
     replied: dict[str, np.ndarray]  # method -> Recall@20 over replied new contacts, per user who has any
     share: dict[str, np.ndarray]  # method -> reciprocal rank of the first recipient after the cut
+    quiet: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # <= QUIET_MAX_EVENTS before the cut
+    pool: dict[str, np.ndarray] = field(default_factory=dict)  # source -> share of each user's truth it found
+    users_with_truth: int = 0  # users with a new contact, before sampling
     truth_pairs: int = 0
     dropped_pairs: int = 0  # new contacts with a target unknown at the cut
     model_info: dict[str, object] = field(default_factory=dict)
@@ -163,8 +180,14 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
     truth_keys, truth_replied = found.keys, found.replied
     a, b, t = found.a, found.b, found.t
     users = np.unique(truth_keys // n)
-    if config.max_users is not None and users.shape[0] > config.max_users:
-        users = np.sort(np.random.default_rng(config.seed).choice(users, config.max_users, replace=False))
+    users_with_truth = int(users.shape[0])
+    cap = config.max_users if config.max_users is not None else SAMPLED_USERS.get(dataset.name)
+    if cap is not None and users.shape[0] > cap:
+        users = np.sort(np.random.default_rng(config.seed).choice(users, cap, replace=False))
+    events_before = _events_before(table, store, cut)
+    flow = pipeline.flow(Surface.NEW_CONTACTS)
+    pool: dict[str, np.ndarray] = {src.name: np.zeros(users.shape[0]) for src in flow.sources}
+    pool[POOL_ALL] = np.zeros(users.shape[0])
 
     methods = [OURS, LINEAR, *config.baselines, *extra]
     metrics = {m: np.zeros((users.shape[0], len(METRICS))) for m in methods}
@@ -175,6 +198,7 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
         truth = truth_keys[lo:hi] % n
         truth_rep = truth[truth_replied[lo:hi]]
         uid = store.ids.ext_of(u)
+        _pool_recall(flow.gather(u, cut), truth, pool, i)
         for m in methods:
             t0 = time.perf_counter()
             if m in (OURS, LINEAR):
@@ -192,7 +216,7 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
             progress(f"  {dataset.name} @{quantile:.0%}: {i + 1}/{users.shape[0]} users")
     timings.update({f"rank.{m}": v for m, v in method_time.items()})
 
-    share = _share_sheet(store, contacts, pipeline, a, b, t, cut)
+    share = _share_sheet(store, contacts, pipeline, a, b, t, cut, cap, config.seed)
     timings["total"] = time.perf_counter() - started
     model_info: dict[str, object] = {}
     if built.model is not None:
@@ -200,25 +224,50 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
     return CutResult(
         dataset.name, quantile, cut, users, metrics, contacts.degree[users] <= COLD_MAX_CONTACTS,
         {m: np.array(v) for m, v in replied_scores.items()}, share,
+        quiet=events_before[users] <= QUIET_MAX_EVENTS, pool=pool, users_with_truth=users_with_truth,
         truth_pairs=int(truth_keys.shape[0]), dropped_pairs=found.dropped, model_info=model_info,
         timings=timings)
 
 
+def _events_before(table: EventTable, store: GraphStore, cut: float) -> np.ndarray:
+    """Per row: the interactions before ``cut`` the user sent or received."""
+    sel = (table.kind == EventKind.INTERACTION) & (table.time < cut)
+    ends = np.concatenate([store.ids.rows(table.actor[sel]), store.ids.rows(table.target[sel])]).astype(np.int64)
+    counts: np.ndarray = np.bincount(ends[ends >= 0], minlength=store.n_rows)
+    return counts
+
+
+def _pool_recall(results: list[SourceResult], truth: np.ndarray, pool: dict[str, np.ndarray], i: int) -> None:
+    """Row ``i`` of ``pool``: the share of ``truth`` each source found, and
+    all of them together."""
+    found = np.zeros(truth.shape[0], bool)
+    for r in results:
+        hit = np.isin(truth, r.rows)
+        pool[r.name][i] = float(hit.mean()) if truth.shape[0] else 0.0
+        found |= hit
+    pool[POOL_ALL][i] = float(found.mean()) if truth.shape[0] else 0.0
+
+
 def _share_sheet(store: GraphStore, contacts: ContactGraph, pipeline: Pipeline, a: np.ndarray, b: np.ndarray,
-                 t: np.ndarray, cut: float) -> dict[str, np.ndarray]:
+                 t: np.ndarray, cut: float, cap: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Reciprocal rank of each sender's first recipient after the cut on the
-    share sheet, ours against "most recent contact first"."""
+    share sheet, ours against "most recent contact first"; a seeded sample
+    of ``cap`` senders when there are more."""
     ok = (a >= 0) & (b >= 0) & (a != b)
     a, b, t = a[ok], b[ok], t[ok]
     order = np.lexsort((t, a))
     a, b = a[order], b[order]
     first = np.ones(a.shape[0], bool)
     first[1:] = a[1:] != a[:-1]
+    senders, targets = a[first], b[first]
+    known = contacts.degree[senders] > 0
+    senders, targets = senders[known], targets[known]
+    if cap is not None and senders.shape[0] > cap:
+        pick = np.sort(np.random.default_rng(seed).choice(senders.shape[0], cap, replace=False))
+        senders, targets = senders[pick], targets[pick]
     ours: list[float] = []
     recent: list[float] = []
-    for u, target in zip(a[first].tolist(), b[first].tolist(), strict=True):
-        if contacts.degree[u] == 0:
-            continue
+    for u, target in zip(senders.tolist(), targets.tolist(), strict=True):
         truth = np.array([target])
         ranked_ids = pipeline.suggest(store.ids.ext_of(u), Surface.SHARE_SHEET, cut).user_ids[:100]
         ours.append(reciprocal_rank(store.ids.rows(ranked_ids).astype(np.int64), truth))
@@ -276,7 +325,7 @@ def _cold(r: CutResult) -> dict[str, dict[str, float]]:
 def format_cut(r: CutResult, config: EvalConfig) -> str:
     lines = [
         f"== {r.dataset} @ {r.quantile:.0%} quantile (cut {time.strftime('%Y-%m-%d', time.gmtime(r.cut_time))}): "
-        f"{r.users.shape[0]} users, {r.truth_pairs} new contacts"
+        f"{r.users.shape[0]} users{_sampled(r)}, {r.truth_pairs} new contacts"
         f" ({r.dropped_pairs} more to users who joined after the cut, not scored), "
         f"{int(r.cold.sum())} cold-start users",
     ]
@@ -291,6 +340,11 @@ def format_cut(r: CutResult, config: EvalConfig) -> str:
     cold = _cold(r)
     lines.append(f"   cold start (<= {COLD_MAX_CONTACTS} contacts, {int(r.cold.sum())} users) Recall@20 / MRR: "
                  + ", ".join(f"{m} {_fmt(c['recall@20'])}/{_fmt(c['mrr'])}" for m, c in cold.items()))
+    lines.extend(_quiet_lines(r, config))
+    if r.pool:
+        lines.append("   pool recall (share of each user's new contacts among the candidates, mean over users): "
+                     + ", ".join(f"{name} {_fmt(float(v.mean()) if v.shape[0] else 0.0)}"
+                                 for name, v in r.pool.items()))
     if NODE2VEC in r.metrics and "embedding" in r.metrics:
         ours_emb, n2v = r.metrics["embedding"], r.metrics[NODE2VEC]
         ci = paired_bootstrap(ours_emb[:, 1], n2v[:, 1], config.n_boot, config.seed)
@@ -304,6 +358,40 @@ def format_cut(r: CutResult, config: EvalConfig) -> str:
                      f"{RECENT} {_fmt(share[RECENT])} (Δ {share['delta']:+.4f} [{share['low']:+.4f}, "
                      f"{share['high']:+.4f}])")
     return "\n".join(lines)
+
+
+def _sampled(r: CutResult) -> str:
+    if r.users_with_truth > r.users.shape[0]:
+        return f" (seeded sample of the {r.users_with_truth} with a new contact)"
+    return ""
+
+
+def _quiet_lines(r: CutResult, config: EvalConfig) -> list[str]:
+    """Every method on the quiet users alone, Δ against ours with its
+    interval, and whether ours beats the best baseline there (interval of
+    ours - best above 0) in Recall@20."""
+    quiet = r.quiet
+    head = f"   quiet users (<= {QUIET_MAX_EVENTS} interactions before the cut, {int(quiet.sum())} users):"
+    if not quiet.any():
+        return [head + " none"]
+    lines = [head, f"     {'method':<22}{'R@20':>8} {'Δ vs ours [95% CI]':>28}{'MRR':>8}"]
+    ours = r.metrics[OURS][quiet]
+    for name, values in r.metrics.items():
+        v = values[quiet]
+        cell = ""
+        if name != OURS:
+            ci = paired_bootstrap(v[:, 1], ours[:, 1], config.n_boot, config.seed)
+            cell = f"{ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
+        lines.append(f"     {name:<22}{_fmt(float(v[:, 1].mean())):>8} {cell:>28}"
+                     f"{_fmt(float(v[:, 2].mean())):>8}")
+    base = [m for m in r.metrics if m not in (OURS, LINEAR)]
+    if base:
+        best = max(base, key=lambda m: (float(r.metrics[m][quiet, 1].mean()), m))
+        ci = paired_bootstrap(ours[:, 1], r.metrics[best][quiet, 1], config.n_boot, config.seed)
+        verdict = "beats" if ci.low > 0 else "does not clearly beat"
+        lines.append(f"   quiet users: {OURS} {verdict} the best baseline ({best}) in Recall@20, "
+                     f"(ours - best) CI [{ci.low:+.4f}, {ci.high:+.4f}]")
+    return lines
 
 
 def _share_summary(r: CutResult, config: EvalConfig) -> dict[str, float] | None:

@@ -3,6 +3,7 @@ of a toy timeline, the bootstrap, and one small end-to-end cut."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import sys
@@ -14,10 +15,13 @@ import pytest
 from graph.model import EventKind, InteractionType
 from graph.ranking import RankerTrainingConfig
 from graph.rebuild import build
-from service.cli.eval.data import Dataset, edge_table
+from service.cli.eval.baselines import BaselineContext, pagerank_from, personalised_pagerank
+from service.cli.eval.data import DATASETS, Dataset, edge_table, load
 from service.cli.eval.harness import (
     NODE2VEC,
     OURS,
+    POOL_ALL,
+    QUIET_MAX_EVENTS,
     EvalConfig,
     cut_document,
     evaluate_cut,
@@ -104,6 +108,80 @@ class TestTruth:
         assert store.row(5) == -1 and store.row(4) >= 0
 
 
+def _gz(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        f.write(text)
+
+
+def _edges(ds: Dataset) -> list[tuple[int, int, float, int, int]]:
+    """(actor, target, time, kind, detail) of the non-profile events, in order."""
+    t = ds.table
+    keep = t.kind != EventKind.PROFILE
+    return list(zip(t.actor[keep].tolist(), t.target[keep].tolist(), t.time[keep].tolist(),
+                    t.kind[keep].tolist(), t.detail[keep].tolist(), strict=True))
+
+
+class TestLoaders:
+    """The new data sets' loaders on tiny gzipped files in their layout."""
+
+    def test_mathoverflow_lines_are_messages_without_self_loops(self, tmp_path: Path) -> None:
+        _gz(tmp_path / DATASETS["sx-mathoverflow"], "1 2 300\n3 3 100\n2 1 200\n4 1 250\n")
+        ds = load("sx-mathoverflow", tmp_path)
+        assert ds.name == "sx-mathoverflow"
+        msg, inter = int(InteractionType.MESSAGE), int(EventKind.INTERACTION)
+        assert _edges(ds) == [(2, 1, 200.0, inter, msg), (4, 1, 250.0, inter, msg), (1, 2, 300.0, inter, msg)]
+        # Each user's profile at their first event; 3 (only a self-loop) is not a user.
+        assert sorted(p.user_id for p in ds.table.profiles.values()) == [1, 2, 4]
+
+    def test_higgs_types_map_to_interaction_types(self, tmp_path: Path) -> None:
+        _gz(tmp_path / DATASETS["higgs-twitter"], "10 20 5 RT\n20 30 6 MT\n30 10 7 RE\n\n40 10 8 RT\n")
+        ds = load("higgs-twitter", tmp_path)
+        inter = int(EventKind.INTERACTION)
+        assert _edges(ds) == [(10, 20, 5.0, inter, int(InteractionType.SHARE)),
+                              (20, 30, 6.0, inter, int(InteractionType.MENTION)),
+                              (30, 10, 7.0, inter, int(InteractionType.MESSAGE)),
+                              (40, 10, 8.0, inter, int(InteractionType.SHARE))]
+        assert len(ds.table.profiles) == 4
+
+    @pytest.mark.parametrize("line", ["1 2 3 LIKE", "1 2 3", "1 2 3 RT extra"])
+    def test_higgs_rejects_unknown_lines_by_number(self, tmp_path: Path, line: str) -> None:
+        _gz(tmp_path / DATASETS["higgs-twitter"], f"1 2 3 RT\n{line}\n")
+        with pytest.raises(ValueError, match=":2: expected USER_A USER_B UNIXTS"):
+            load("higgs-twitter", tmp_path)
+
+    def test_missing_file_names_the_data_set(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError, match="sx-mathoverflow"):
+            load("sx-mathoverflow", tmp_path)
+
+    def test_command_line_offers_every_data_set(self) -> None:
+        from service.cli.evaluate import DATASET_NAMES
+
+        assert list(DATASETS) == DATASET_NAMES
+
+
+class TestPageRank:
+    def test_matches_networkx(self) -> None:
+        """The precomputed power iteration gives networkx's personalised
+        PageRank (an isolated row included) and the same top list."""
+        import networkx as nx
+
+        ds = temporal_messages(n_users=40, n_events=400)
+        built = build(ds.table, float(np.quantile(ds.edge_times, 0.8)), train=False)
+        contacts = built.contacts
+        assert contacts is not None
+        ctx = BaselineContext.of(built.store, contacts, None)  # type: ignore[arg-type]
+        graph: nx.Graph[int] = nx.Graph()
+        graph.add_nodes_from(range(contacts.n_rows))
+        rows = np.repeat(np.arange(contacts.n_rows), np.diff(contacts.indptr))
+        graph.add_edges_from(zip(rows.tolist(), contacts.indices.tolist(), strict=True))
+        for row in (0, 7, 19):
+            ranks = nx.pagerank(graph, alpha=0.85, personalization={row: 1.0}, tol=1e-8)
+            expected = np.array([ranks[i] for i in range(contacts.n_rows)])
+            np.testing.assert_allclose(pagerank_from(ctx, row), expected, rtol=1e-9, atol=1e-12)
+        assert personalised_pagerank(ctx, 7, 10).shape[0] > 0
+
+
 class TestEndToEnd:
     def test_small_cut(self) -> None:
         """One cut of a small network: every method scored for the same
@@ -125,6 +203,31 @@ class TestEndToEnd:
         assert ours["mean"] == pytest.approx(float(result.metrics[OURS][:, 1].mean())) and "delta" not in ours
         assert f"{ours['mean']:.4f}" in text
         assert isinstance(document["target"]["met"], bool) and ("MET" in text)
+        assert f"quiet users (<= {QUIET_MAX_EVENTS} interactions" in text and "pool recall" in text
+
+    def test_quiet_users_and_pool_recall(self) -> None:
+        """Quiet users are those with at most QUIET_MAX_EVENTS interactions
+        before the cut; pool recall is per source in [0, 1], the union at
+        least each source and at least the pipeline's Recall@20 (the ranker
+        can only order what the pool holds)."""
+        config = EvalConfig(cuts=(0.8,), n_boot=20, max_users=30,
+                            ranker=RankerTrainingConfig(n_estimators=10, label_fractions=(0.3,)))
+        ds = temporal_messages(n_users=80, n_events=1500)
+        result = evaluate_cut(ds, 0.8, config)
+        assert result.users.shape[0] == 30 and result.users_with_truth > 30
+        store = build(ds.table, result.cut_time, train=False).store
+        t = ds.table
+        before = (t.kind == EventKind.INTERACTION) & (t.time < result.cut_time)
+        for row, quiet in zip(result.users.tolist(), result.quiet.tolist(), strict=True):
+            uid = store.ids.ext_of(row)
+            n_events = int(((t.actor[before] == uid) | (t.target[before] == uid)).sum())
+            assert quiet == (n_events <= QUIET_MAX_EVENTS)
+        total = result.pool.pop(POOL_ALL)
+        assert result.pool and "embedding" in result.pool
+        for values in result.pool.values():
+            assert values.shape == total.shape and np.all((values >= 0) & (values <= total + 1e-12))
+        assert np.all(total >= result.metrics[OURS][:, 1] - 1e-12)
+        assert "seeded sample of the" in format_cut(result, config)
 
 
 _FAKE_PECANPY = '''\
