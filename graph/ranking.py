@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,11 +320,29 @@ def fit(data: TrainingData, config: RankerTrainingConfig) -> RankingModel | None
             "right": nodes["right"].astype(int).tolist(),
             "value": nodes["value"].astype(float).tolist(),
         })
-    return RankingModel({
+    model = RankingModel({
         "format": MODEL_FORMAT, "kind": "gbt", "features": list(FEATURES),
         "base": float(np.ravel(gbt._baseline_prediction)[0]), "learning_rate": 1.0,
         "max_depth": depth, "trees": trees, "training": meta,
     })
+    check_export(model, gbt.decision_function, data.x)
+    return model
+
+
+def check_export(model: RankingModel, decision_function: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                 sample: int = 2000) -> None:
+    """Refuse an export that does not score as the fitted model does: the
+    export reads scikit-learn's private tree arrays, which a release may
+    change (the dependency is capped below 2, and this catches a minor
+    release that moves them). Compares on up to ``sample`` training rows
+    (x: (n, len(FEATURES)) float64)."""
+    rows = x[:: max(1, x.shape[0] // sample)]
+    want = np.ravel(decision_function(rows)).astype(np.float64)
+    got = model.score(rows)
+    if not np.allclose(got, want, rtol=1e-6, atol=1e-6):
+        worst = float(np.max(np.abs(got - want)))
+        raise ModelError(f"the exported ranker scores differ from scikit-learn's by up to {worst:.3g}: "
+                         "the fitted trees' layout changed; refusing to ship the model")
 
 
 def train_ranker(table: EventTable, as_of: float, graph_config: GraphConfig, config: RankerTrainingConfig,

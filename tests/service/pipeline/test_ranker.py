@@ -13,7 +13,15 @@ from graph.config import GraphConfig
 from graph.contacts import DAY, ContactConfig
 from graph.embedding import EmbeddingConfig
 from graph.model import EventKind, InteractionType, Surface
-from graph.ranking import ModelError, RankerTrainingConfig, RankingModel, fit, training_data, user_weights
+from graph.ranking import (
+    ModelError,
+    RankerTrainingConfig,
+    RankingModel,
+    check_export,
+    fit,
+    training_data,
+    user_weights,
+)
 from graph.rebuild import Built, build
 from service.cli.eval.data import edge_table
 from service.pipeline import Pipeline
@@ -74,6 +82,21 @@ class TestTraining:
             early_stopping=False, random_state=FAST.seed).fit(data.x, data.y,
                                                               sample_weight=user_weights(data, FAST))
         np.testing.assert_allclose(model.score(data.x), reference.decision_function(data.x), rtol=0, atol=1e-9)
+
+    def test_an_export_that_scores_differently_is_refused(self, dataset_and_cut: tuple[object, float]) -> None:
+        """check_export, which fit runs on every export, refuses a model
+        whose trees do not reproduce scikit-learn's scores (as a release
+        that moved its private tree arrays would give) and passes the
+        faithful one."""
+        ds, cut = dataset_and_cut
+        data = training_data(ds.table, cut, GraphConfig(), FAST, EmbeddingConfig(),  # type: ignore[attr-defined]
+                             ContactConfig())
+        assert data is not None
+        model = fit(data, FAST)
+        assert model is not None
+        check_export(model, model.score, data.x)
+        with pytest.raises(ModelError, match="differ from scikit-learn"):
+            check_export(model, lambda x: model.score(x) + 0.01, data.x)
 
     def test_logistic_model_round_trips(self, dataset_and_cut: tuple[object, float]) -> None:
         """A logistic model survives JSON and scores the same after."""
