@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         print(f"contactgraph eval: {err}", file=sys.stderr)
         return ExitCode.BAD_INPUT
+    if args.report is not None:
+        from service.cli.eval.report import write_report
+
+        path = write_report(args.report, results, config, command=" ".join(["contactgraph", *sys.argv[1:]]))
+        print(f"report: {path}", file=stream, flush=True)
     if args.json:
         print_json({"cuts": [cut_document(r, config) for r in results]})
     return ExitCode.OK
@@ -54,5 +59,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--node2vec", nargs="?", type=Path, const=Path(".venv-node2vec"), default=None, metavar="VENV",
                    help="also rank by node2vec (pecanpy in VENV, default .venv-node2vec; make node2vec-venv); "
                         "skipped with a note when it is not installed")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="also write DIR/report.html: one self-contained page with the tables and plots")
     add_json_flag(p)
     p.set_defaults(func=run)

@@ -40,7 +40,14 @@ from graph.table import EventTable
 from service.cli.eval import node2vec
 from service.cli.eval.baselines import BASELINES, BaselineContext, embedding_only
 from service.cli.eval.data import Dataset, load
-from service.cli.eval.metrics import METRICS, paired_bootstrap, recall_at, reciprocal_rank, user_metrics
+from service.cli.eval.metrics import (
+    METRICS,
+    paired_bootstrap,
+    recall_at,
+    recall_curve,
+    reciprocal_rank,
+    user_metrics,
+)
 from service.pipeline import Pipeline
 from service.pipeline.candidates import SourceResult
 from service.pipeline.ranker import LinearRanker
@@ -90,6 +97,8 @@ class CutResult:
     share: dict[str, np.ndarray]  # method -> reciprocal rank of the first recipient after the cut
     quiet: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # <= QUIET_MAX_EVENTS before the cut
     pool: dict[str, np.ndarray] = field(default_factory=dict)  # source -> share of each user's truth it found
+    # method -> (n_users, depth): Recall@k for k = 1..depth, for the report's curves.
+    recall_curves: dict[str, np.ndarray] = field(default_factory=dict)
     users_with_truth: int = 0  # users with a new contact, before sampling
     truth_pairs: int = 0
     dropped_pairs: int = 0  # new contacts with a target unknown at the cut
@@ -191,6 +200,7 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
 
     methods = [OURS, LINEAR, *config.baselines, *extra]
     metrics = {m: np.zeros((users.shape[0], len(METRICS))) for m in methods}
+    curves = {m: np.zeros((users.shape[0], config.depth)) for m in methods}
     replied_scores: dict[str, list[float]] = {m: [] for m in methods}
     method_time = dict.fromkeys(methods, 0.0)
     for i, u in enumerate(users.tolist()):
@@ -210,6 +220,7 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
                 ranked = BASELINES[m](ctx, u, config.depth)
             method_time[m] += time.perf_counter() - t0
             metrics[m][i] = user_metrics(ranked, truth)
+            curves[m][i] = recall_curve(ranked, truth, config.depth)
             if truth_rep.shape[0]:
                 replied_scores[m].append(recall_at(ranked, truth_rep, 20))
         if progress and (i + 1) % 500 == 0:
@@ -224,9 +235,9 @@ def evaluate_cut(dataset: Dataset, quantile: float, config: EvalConfig,
     return CutResult(
         dataset.name, quantile, cut, users, metrics, contacts.degree[users] <= COLD_MAX_CONTACTS,
         {m: np.array(v) for m, v in replied_scores.items()}, share,
-        quiet=events_before[users] <= QUIET_MAX_EVENTS, pool=pool, users_with_truth=users_with_truth,
-        truth_pairs=int(truth_keys.shape[0]), dropped_pairs=found.dropped, model_info=model_info,
-        timings=timings)
+        quiet=events_before[users] <= QUIET_MAX_EVENTS, pool=pool, recall_curves=curves,
+        users_with_truth=users_with_truth, truth_pairs=int(truth_keys.shape[0]), dropped_pairs=found.dropped,
+        model_info=model_info, timings=timings)
 
 
 def _events_before(table: EventTable, store: GraphStore, cut: float) -> np.ndarray:

@@ -39,6 +39,19 @@ def ndcg_at(ranked: np.ndarray, truth: np.ndarray, k: int) -> float:
     return dcg / ideal
 
 
+def recall_curve(ranked: np.ndarray, truth: np.ndarray, k_max: int) -> np.ndarray:
+    """Recall@k for k = 1..k_max, shape (k_max,) float64; a list shorter
+    than k_max keeps its last value."""
+    curve = np.zeros(k_max)
+    if truth.shape[0] == 0:
+        return curve
+    hits = np.cumsum(np.isin(ranked[:k_max], truth)) / float(truth.shape[0])
+    curve[: hits.shape[0]] = hits
+    if 0 < hits.shape[0] < k_max:
+        curve[hits.shape[0]:] = hits[-1]
+    return curve
+
+
 METRICS: tuple[str, ...] = ("recall@10", "recall@20", "mrr", "ndcg@20")
 
 
