@@ -82,7 +82,7 @@ bench: install
 # node2vec included when its venv can be made (else the eval notes the skip).
 eval: install
 	-$(MAKE) node2vec-venv
-	$(BIN)/contactgraph eval --data $(DATA) --node2vec $(NODE2VEC_VENV)
+	$(BIN)/contactgraph eval --data $(DATA) --node2vec $(NODE2VEC_VENV) --report .data/eval-report
 
 # pecanpy (node2vec baseline) in a venv of its own: its gensim needs numpy < 2.
 node2vec-venv: install
