@@ -18,13 +18,18 @@ def _hill(degrees: np.ndarray, k: int) -> float:
     return float(k / np.sum(np.log(x[:k] / x[k])))
 
 
-@pytest.fixture(scope="module")
-def degrees() -> tuple[np.ndarray, np.ndarray]:
-    src, dst = generate_skewed_follows(SPEC)
+def _nx_degrees(spec: SkewedSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(in-degrees, out-degrees) counted by networkx, one per user."""
+    src, dst = generate_skewed_follows(spec)
     g = nx.DiGraph()
-    g.add_nodes_from(range(1, SPEC.n_users + 1))
+    g.add_nodes_from(range(1, spec.n_users + 1))
     g.add_edges_from(zip(src.tolist(), dst.tolist(), strict=True))
     return (np.array([d for _, d in g.in_degree()]), np.array([d for _, d in g.out_degree()]))
+
+
+@pytest.fixture(scope="module")
+def degrees() -> tuple[np.ndarray, np.ndarray]:
+    return _nx_degrees(SPEC)
 
 
 class TestSkewedNetwork:
@@ -55,3 +60,20 @@ class TestSkewedNetwork:
         ind, outd = degrees
         for d in (ind, outd):
             assert 1.0 <= _hill(d, 100) <= 3.5
+
+    @pytest.mark.parametrize("n_users", [5_000, 20_000])
+    def test_hubs_scale_with_the_network(self, n_users: int) -> None:
+        """The top in- and out-degree stay a fixed share of the users as
+        the network grows (most of ``max_in_fraction`` /
+        ``max_out_fraction``; 110k / 190k at 1M users), with 20 follows a
+        user and the median in the low tens: repeats must not eat the
+        hubs' follows."""
+        spec = SkewedSpec(n_users=n_users, n_edges=20 * n_users, seed=5)
+        ind, outd = _nx_degrees(spec)
+        assert ind.max() >= 0.9 * spec.max_in_fraction * n_users
+        assert outd.max() >= 0.9 * spec.max_out_fraction * n_users
+        assert 8 <= np.median(ind) <= 25 and 8 <= np.median(outd) <= 25
+        # More than one hub: the top 0.5% of users hold 5% of the follows.
+        top = n_users // 200
+        assert np.sort(ind)[-top:].sum() >= 0.05 * ind.sum()
+        assert np.sort(outd)[-top:].sum() >= 0.05 * outd.sum()
