@@ -7,6 +7,10 @@ the 2-hop neighbourhood of a user (weighted Adamic–Adar over messages *and*
 follows, since some networks have no follows at all) and the pair and node
 statistics the learned ranker uses.
 
+Size (over 400 lines): one structure, built once and read by the sources and
+the ranking features; the bounded neighbour lists of ``graph.bounds`` are part
+of its reads, so they live with it.
+
 Arrays (``n`` users, ``m`` directed entries; each undirected pair is stored
 once from each side, rows sorted within a row):
 

@@ -3,6 +3,10 @@
 every user's NEW_CONTACTS (safety on) and score it, with the baselines, on
 the contacts each user made after the cut.
 
+Size (over 400 lines): one cut's evaluation and its report (text and the
+``--json`` summary) share ``CutResult`` and the bootstrap; the HTML page is
+``report.py``.
+
 Truth for user u: the people u messaged after the cut and never before it
 (someone who messaged u first counts once u answers). Users and targets are
 those the snapshot knows (present before the cut); targets who joined later
