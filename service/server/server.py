@@ -82,7 +82,9 @@ class Server:
         self.state = state
         # Every write goes through the journal (and its write-ahead log, or
         # the JetStream stream with config.stream).
-        if journal is None and config.stream is not None:
+        if config.stream is not None and not isinstance(journal, StreamJournal):
+            if journal is not None and journal.wal is not None:
+                raise ValueError("a server logs to the stream or to a write-ahead log, not both")
             journal = open_stream_journal(config, state)
         self.journal = journal if journal is not None else Journal(state.store)
         self.swapper = SnapshotSwapper(config, self.journal, lambda: self.state, self._publish)
@@ -96,8 +98,9 @@ class Server:
             self.metrics, self.lanes.by_name,
             Authorizer(config.tls) if config.tls is not None and config.tls.mutual else None,
             self.journal.applied if isinstance(self.journal, StreamJournal) else None)
-        self.metrics.registry.register(StateCollector(lambda: self.state, self.interceptor.lanes,
-                                                      lambda: self.journal.wal))
+        self.metrics.registry.register(StateCollector(
+            lambda: self.state, self.interceptor.lanes, lambda: self.journal.wal,
+            stream_applied=self._stream_applied))
         self.grpc_server = grpc.server(
             # Health, reflection (each lane has its own pool); as big as the
             # cap so that nothing can queue here without bound.
@@ -148,6 +151,9 @@ class Server:
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.journal.on_failure(self._writes_failed)
+
+    def _stream_applied(self) -> int | None:
+        return self.journal.applied.value if isinstance(self.journal, StreamJournal) else None
 
     def _applied_from_stream(self, events: list[Event]) -> None:
         """After the consumer applied a stream record: what ApplyEvents

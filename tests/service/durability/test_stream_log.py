@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -23,8 +24,12 @@ from contactgraph.v1 import (
 )
 from service.durability.stream_log import batch_msg_id
 from service.server.config import StreamConfig
+from tests.support import server as server_support
 from tests.support.rpc import edge
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, ServerProcess
+
+if TYPE_CHECKING:
+    from tests.conftest import TinyNetwork
 
 
 def nats_server_binary() -> str:
@@ -120,6 +125,10 @@ def test_a_block_through_one_replica_holds_on_the_other(replicas: tuple[RunningS
             retry = graph.ApplyEvents(_block("s-block-1"), timeout=5)
             assert (retry.applied, retry.duplicates) == (0, 1)
         assert a.server.journal.store.watermark == b.server.journal.store.watermark
+    # The metrics report how far each replica applied the stream.
+    for replica in (a, b):
+        applied = replica.server.metrics.registry.get_sample_value("contactgraph_stream_applied_sequence")
+        assert applied == first.watermark
 
 
 def test_a_retry_is_dropped_by_the_stream_before_any_replica_applied_it(
@@ -168,3 +177,30 @@ def test_writes_answer_unavailable_without_the_stream(nats_server: NatsServer,
     # Nothing was applied, here or anywhere.
     assert not a.server.journal.store.is_blocked_either(a.server.journal.store.row(1),
                                                         a.server.journal.store.row(2))
+
+
+def test_serve_with_log_flag_acknowledges_through_the_stream(
+        nats_server: NatsServer, tiny_network: TinyNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`contactgraph serve --log nats://...` as a process: a write is
+    answered with the stream sequence and no local WAL is written."""
+    # The installed `contactgraph` script runs the checkout it was installed
+    # from; `python -m service.cli` in REPO runs the code under test.
+    command = tmp_path / "contactgraph"
+    command.write_text(f'#!/bin/sh\ncd "{server_support.REPO}" && exec "{sys.executable}" -m service.cli "$@"\n')
+    command.chmod(0o755)
+    monkeypatch.setattr(server_support, "CONTACTGRAPH", command)
+    data_dir = tmp_path / "data"
+    process = ServerProcess(tiny_network.snapshot_dir, tmp_path / "server.log", "--data-dir", str(data_dir),
+                            "--log", nats_server.url, workers=2).start()
+    try:
+        channel, graph, safety = _stubs(process.target)
+        with channel:
+            first = graph.ApplyEvents(_block("p-block-1"), timeout=10)
+            second = graph.ApplyEvents(graph_service_pb2.ApplyEventsRequest(
+                events=[edge("follow", 3, 4, "p-follow-1")]), timeout=10)
+            assert (first.watermark, second.watermark) == (1, 2)
+            answer = safety.CheckMessaging(CHECK, timeout=5, metadata=[("x-min-watermark", "2")])
+            assert answer.decision == safety_service_pb2.DECISION_DENY
+    finally:
+        assert process.stop() == 0
+    assert not (data_dir / "wal").exists()
