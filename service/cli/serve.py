@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from graph.errors import SnapshotError, WalError
     from service.safety.policy import PolicyError
     from service.server import logs
-    from service.server.config import ServerConfig, WalConfig, load_page_token_keys
+    from service.server.config import ServerConfig, StreamConfig, WalConfig, load_page_token_keys
     from service.server.server import PortInUse, build_safety, serve
     from service.server.state import open_serving
 
@@ -79,13 +79,15 @@ def run(args: argparse.Namespace) -> int:
         data_dir = Path(args.data_dir) if args.data_dir else snapshot.resolve().parent
         key = Path(args.guardian_key_file).read_bytes().strip() if args.guardian_key_file else None
         guardian: _GuardianKey = {"guardian_key": key} if key else {}
-        wal = None if args.no_wal else WalConfig(
+        stream = StreamConfig(args.log, replicas=args.stream_replicas) if args.log else None
+        # With a stream, the stream is the log: no local WAL beside it.
+        wal = None if args.no_wal or stream is not None else WalConfig(
             Path(args.wal_dir) if args.wal_dir else data_dir / "wal", segment_bytes=args.wal_segment_bytes)
         config = ServerConfig(
             snapshot=snapshot, host=args.host, port=args.port, workers=args.workers,
             allow_remote_plaintext=args.allow_remote_plaintext,
             policy_path=Path(args.policy) if args.policy else None,
-            data_dir=data_dir, wal=wal, watch_interval_s=args.watch_interval,
+            data_dir=data_dir, wal=wal, stream=stream, watch_interval_s=args.watch_interval,
             token_keys=load_page_token_keys(args.page_token_key_file, os.environ),
             **_serving_options(args),
             **guardian)
@@ -184,5 +186,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--watch-interval", type=float, default=0.0, metavar="SECONDS",
                    help="look this often for a newer snapshot renamed into --snapshot and swap it in; 0: never")
     _add_serving_flags(p)
+    p.add_argument("--log", metavar="nats://HOST:PORT[,...]",
+                   help="the event log is this NATS JetStream stream (contactgraph.events) instead of the "
+                        "local write-ahead log: writes are acknowledged once the stream stored them, every "
+                        "server consuming it applies them (docs/operations.md)")
+    p.add_argument("--stream-replicas", type=int, default=1, metavar="N",
+                   help="with --log: replicas of the stream if this server creates it (3 in production)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)

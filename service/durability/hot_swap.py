@@ -51,6 +51,11 @@ class SnapshotSwapper:
         """Swap in the snapshot at ``path``. Raises SnapshotError (corrupt,
         truncated, other format or graph config) or WalError (the log does
         not continue from its watermark); the current state keeps serving."""
+        if self._config.stream is not None:
+            # The new snapshot would drop what the stream applied since the
+            # old one: swaps at a stream sequence are not built yet.
+            raise SnapshotError(f"{path}: snapshots cannot be swapped in while the log is a stream (serve --log); "
+                                "restart the server on the new snapshot")
         with self._lock:
             started = time.perf_counter()
             current = self._current()

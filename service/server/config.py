@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from graph.config import GraphConfig
 from service.server.tls import TlsConfig
@@ -38,6 +39,43 @@ class WalConfig:
     def __post_init__(self) -> None:
         if self.segment_bytes < 4096:
             raise ValueError(f"WAL segment size must be at least 4096 bytes, got {self.segment_bytes}")
+
+
+# The JetStream log (service/durability/stream_log.py).
+STREAM_SUBJECT = "contactgraph.events"
+STREAM_NAME = "CONTACTGRAPH"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """``url``: nats://HOST:PORT[,nats://HOST:PORT...]; ``replicas``: the
+    stream's replicas (3 in production, 1 in tests); ``timeout_s``: the
+    longest any call to NATS may take (connect, publish ack);
+    ``own_apply_wait_s``: how long ApplyEvents waits for its own replica to
+    apply the batch before answering (read-your-writes on that replica
+    without a token; the answer is sent either way)."""
+
+    url: str
+    stream: str = STREAM_NAME
+    subject: str = STREAM_SUBJECT
+    replicas: int = 1
+    timeout_s: float = 2.0
+    duplicate_window_s: float = 120.0
+    own_apply_wait_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for part in self.url.split(","):
+            parsed = urlsplit(part.strip())
+            if parsed.scheme != "nats" or not parsed.hostname or parsed.port is None:
+                raise ValueError(f"--log: {part!r} is not nats://HOST:PORT")
+        if self.replicas < 1:
+            raise ValueError(f"stream replicas must be >= 1, got {self.replicas}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"stream timeout must be > 0, got {self.timeout_s}")
+
+    @property
+    def servers(self) -> list[str]:
+        return [part.strip() for part in self.url.split(",")]
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,8 @@ class ServerConfig:
     # The write-ahead log; None serves without one (an acknowledged event
     # then dies with the process).
     wal: WalConfig | None = None
+    # The log is a JetStream stream instead of the WAL (serve --log nats://...).
+    stream: StreamConfig | None = None
     # Seconds between looks at the snapshot directory for a newer snapshot
     # renamed into place (then it is swapped in); 0 never looks.
     watch_interval_s: float = 0.0

@@ -26,6 +26,8 @@ from typing import Any
 
 import grpc
 
+from service.durability.stream_log import AppliedSequence
+from service.server.consistency import await_watermark
 from service.server.decoding import decoded_each, refuse_undecodable, tolerant
 from service.server.lanes import Lane, admission, lane_of
 from service.server.metrics import ServerMetrics
@@ -66,11 +68,14 @@ def _request_id(context: grpc.ServicerContext) -> str | None:
 
 class ServingInterceptor(grpc.ServerInterceptor):
     """See the module docstring. ``authorizer`` is None without mutual
-    TLS; ``lanes`` maps lane names to their admission."""
+    TLS; ``lanes`` maps lane names to their admission; ``applied`` is the
+    replica's applied stream sequence when the log is a stream (then calls
+    carrying ``x-min-watermark`` wait for it: ``service.server.consistency``)."""
 
     def __init__(self, metrics: ServerMetrics, lanes: Mapping[str, Lane],
-                 authorizer: Authorizer | None = None) -> None:
+                 authorizer: Authorizer | None = None, applied: AppliedSequence | None = None) -> None:
         self._metrics = metrics
+        self._applied = applied
         self._lanes = dict(lanes)
         self._authorizer = authorizer
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -153,6 +158,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         metrics = self._metrics
         lane = info.lane
         authorize = self._authorizer is not None and not Authorizer.is_open(info.full)
+        applied = self._applied
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             verdict = getattr(admission, "verdict", None) if lane is not None else None
@@ -174,6 +180,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
                         self._authorize(info, context)
                     refuse_undecodable(info.label, request, context)
                     scope.check("queued")
+                    if applied is not None:
+                        await_watermark(applied, context)
                     response = behavior(request, context)
                     if scope.counts:
                         metrics.observe_counts(scope.counts)

@@ -196,11 +196,14 @@ class ServerMetrics:
 class StateCollector(Collector):
     """Reads the served state at scrape time. ``state`` returns the current
     ServingState (it changes on a snapshot swap); ``lanes`` returns
-    {lane: (in flight, capacity)}."""
+    {lane: (in flight, capacity)}; ``stream_applied`` the stream sequence
+    applied (None without a stream log)."""
 
     def __init__(self, state: Callable[[], Any], lanes: Callable[[], Mapping[str, tuple[int, int]]],
-                 wal: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 wal: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time,
+                 stream_applied: Callable[[], int | None] | None = None) -> None:
         self._state = state
+        self._stream_applied = stream_applied
         self._lanes = lanes
         self._wal = wal
         self._clock = clock
@@ -265,6 +268,11 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("contactgraph_wal_events_since_snapshot",
                                 "Events applied after the snapshot's watermark: what a restart replays from the "
                                 "write-ahead log, i.e. how far the snapshot lags the log.", value=max(since, 0))
+        applied = self._stream_applied() if self._stream_applied is not None else None
+        if applied is not None:
+            yield GaugeMetricFamily("contactgraph_stream_applied_sequence",
+                                    "The last sequence of the event stream (serve --log) this server applied: "
+                                    "the watermark reads with x-min-watermark wait for.", value=applied)
         wal = self._wal() if self._wal is not None else None
         if wal is not None and hasattr(wal, "fsyncs"):
             # Read without the WAL's lock: count and sum may be one fsync

@@ -25,8 +25,10 @@ from contactgraph.v1 import (
     suggestion_service_pb2_grpc,
 )
 from graph.clock import Clock
+from graph.model import Event
 from service.durability.hot_swap import SnapshotSwapper
 from service.durability.journal import Journal
+from service.durability.stream_log import StreamJournal, StreamLog
 from service.safety.engine import SafetyEngine
 from service.safety.exposure import ImpressionLedger
 from service.safety.guardian import GuardianRegistry
@@ -78,7 +80,12 @@ class Server:
     def __init__(self, config: ServerConfig, state: ServingState, journal: Journal | None = None) -> None:
         self.config = config
         self.state = state
-        # Every write goes through the journal (and its write-ahead log).
+        # Every write goes through the journal (and its write-ahead log, or
+        # the JetStream stream with config.stream).
+        if config.stream is not None and not isinstance(journal, StreamJournal):
+            if journal is not None and journal.wal is not None:
+                raise ValueError("a server logs to the stream or to a write-ahead log, not both")
+            journal = open_stream_journal(config, state)
         self.journal = journal if journal is not None else Journal(state.store)
         self.swapper = SnapshotSwapper(config, self.journal, lambda: self.state, self._publish)
         self._compacting = False
@@ -89,9 +96,11 @@ class Server:
         self.lanes = Lanes(config)
         self.interceptor = ServingInterceptor(
             self.metrics, self.lanes.by_name,
-            Authorizer(config.tls) if config.tls is not None and config.tls.mutual else None)
-        self.metrics.registry.register(StateCollector(lambda: self.state, self.interceptor.lanes,
-                                                      lambda: self.journal.wal))
+            Authorizer(config.tls) if config.tls is not None and config.tls.mutual else None,
+            self.journal.applied if isinstance(self.journal, StreamJournal) else None)
+        self.metrics.registry.register(StateCollector(
+            lambda: self.state, self.interceptor.lanes, lambda: self.journal.wal,
+            stream_applied=self._stream_applied))
         self.grpc_server = grpc.server(
             # Health, reflection (each lane has its own pool); as big as the
             # cap so that nothing can queue here without bound.
@@ -131,6 +140,10 @@ class Server:
         self.port = port
 
     def start(self) -> None:
+        if isinstance(self.journal, StreamJournal):
+            # Before serving, so that every call sees the stream applied as
+            # far as the consumer got (an x-min-watermark read waits for more).
+            self.journal.start(self._applied_from_stream)
         if self.config.metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host or self.config.host,
                                                     self.config.metrics_port)
@@ -138,6 +151,16 @@ class Server:
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.journal.on_failure(self._writes_failed)
+
+    def _stream_applied(self) -> int | None:
+        return self.journal.applied.value if isinstance(self.journal, StreamJournal) else None
+
+    def _applied_from_stream(self, events: list[Event]) -> None:
+        """After the consumer applied a stream record: what ApplyEvents
+        does after a local commit (impressions, search)."""
+        state = self.state
+        state.safety.observe(self.journal.store, events)
+        state.update_search(events)
 
     def _writes_failed(self, err: BaseException) -> None:
         """The WAL (or the journal) failed: no write can be made durable
@@ -163,6 +186,8 @@ class Server:
         self.state.store.stop_compactor()
         if self.journal.wal is not None:
             self.journal.wal.close()
+        if isinstance(self.journal, StreamJournal):
+            self.journal.stop()
 
     def start_compactor(self) -> None:
         """Compact the served store in the background, and every store
@@ -180,6 +205,20 @@ class Server:
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
+
+
+def open_stream_journal(config: ServerConfig, state: ServingState) -> StreamJournal:
+    """Connect to the stream (creating it if missing). It is consumed from
+    sequence 1: the snapshot records no stream sequence yet, and events it
+    already holds are duplicates the store drops. Raises StreamUnavailable."""
+    assert config.stream is not None
+    stream = StreamLog(config.stream)
+    try:
+        stream.connect()
+    except BaseException:
+        stream.close()
+        raise
+    return StreamJournal(state.store, stream, start_sequence=1)
 
 
 def create_server(config: ServerConfig, state: ServingState,

@@ -11,6 +11,7 @@ from contactgraph.v1 import graph_service_pb2, graph_service_pb2_grpc
 from graph.errors import EventIdConflict, InvalidEvent, WalError
 from graph.events import event_from_proto
 from service.durability.journal import Journal, JournalFailed
+from service.durability.stream_log import StreamUnavailable
 from service.server.config import MAX_BATCH_EVENTS, ServerConfig
 from service.server.state import ServingState
 from service.server.status import abort, invalid_argument
@@ -49,6 +50,12 @@ class GraphServicer(RelationshipReads, graph_service_pb2_grpc.GraphServiceServic
             # would otherwise be dropped as a duplicate without a word.
             abort(context, grpc.StatusCode.ALREADY_EXISTS, f"events[{err.index}].event_id: {err}",
                   "EVENT_ID_REUSED", field=f"events[{err.index}].event_id")
+        except StreamUnavailable as err:
+            log.error("ApplyEvents not acknowledged: %s", err)
+            abort(context, grpc.StatusCode.UNAVAILABLE,
+                  f"the event stream did not acknowledge the batch, so it is not acknowledged: {err}; retry it "
+                  "(the same event ids: a batch the stream did store is then a duplicate)", "STREAM_UNAVAILABLE",
+                  retry_after_s=1.0)
         except (WalError, JournalFailed) as err:
             log.error("ApplyEvents not acknowledged: %s", err)
             if self._journal.broken is not None:
