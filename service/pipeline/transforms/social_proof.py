@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graph.store import GraphStore
+from service.pipeline.candidates import SourceResult
 from service.pipeline.reasons import SuggestionReason
 from service.pipeline.steps import Shortlist
 from service.safety.engine import SafetyEngine, member
@@ -38,20 +39,20 @@ class MutualFriends:
             every_fof = None
         shortlist.mutual_counts = self.counts(shortlist.viewer_row, rows, every_fof, through=through)
 
-    def counts(self, row: int, rows: np.ndarray, every_fof: object | None = None, *,
+    def counts(self, row: int, rows: np.ndarray, every_fof: SourceResult | None = None, *,
                through: np.ndarray | None = None) -> np.ndarray:
         """Friends in common with the viewer for each row (int64; distinct
         rows), as ``GraphStore.friends_of_friends`` counts. ``through``:
         count only these of the viewer's friends (sorted rows); None counts
-        every friend. ``every_fof``: a complete friends-of-friends answer
-        (SourceResult), read when every friend counts."""
+        every friend. ``every_fof``: a complete friends-of-friends answer,
+        read when every friend counts."""
         out = np.zeros(rows.shape[0], np.int64)
         friends = self.store.friends_of(row)
         every = through is None or through.shape[0] == friends.shape[0]
         if every_fof is not None and every:
-            known = every_fof.rows  # type: ignore[attr-defined]
+            known = every_fof.rows
             hit = member(known, rows)
-            out[hit] = every_fof.scores[known.searchsorted(rows[hit])].astype(np.int64)  # type: ignore[attr-defined]
+            out[hit] = every_fof.scores[known.searchsorted(rows[hit])].astype(np.int64)
             return out
         counted = friends if every else through
         assert counted is not None
