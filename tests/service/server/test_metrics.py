@@ -29,7 +29,7 @@ from service.server.config import WalConfig
 from service.server.server import Server, build_safety, create_server
 from service.server.state import open_serving
 from tests.conftest import SERVE_TIME, TinyNetwork
-from tests.service.server.test_server_integration import edge
+from tests.support.rpc import edge
 from tests.support.server import server_config
 
 if TYPE_CHECKING:

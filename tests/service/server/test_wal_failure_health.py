@@ -33,7 +33,7 @@ from service.server.server import (
 )
 from service.server.state import open_serving
 from tests.conftest import SERVE_TIME, TinyNetwork
-from tests.service.server.test_server_integration import serve_time_stamp, suggest
+from tests.support.rpc import serve_time_stamp, suggest
 from tests.support.server import server_config
 
 Status = health_pb2.HealthCheckResponse
